@@ -1,0 +1,501 @@
+"""The ``edgeattn`` command line. Renders what the library returns; maps errors to exit codes.
+
+Exit codes: 0 success; 1 a check failed (parity, custom operator, unfused recurrent layer); 2 bad input or
+usage. Errors print one line ``error: ...`` (and at most one ``hint:`` line); ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from edgeattn import __version__
+from edgeattn.errors import CheckFailedError, EdgeAttnError, InputError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's and tf2onnx's start-up chatter out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tf2onnx)(\.|$)")
+    for name in ("tensorflow", "tf2onnx", "absl", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _emit(text: str = "", err: bool = False) -> None:
+    click.echo(text, err=err)
+
+
+force_option = click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+unsafe_option = click.option(
+    "--unsafe",
+    is_flag=True,
+    help="Allow Lambda layers and unknown classes, i.e. run code from the model file. Only for files you trust.",
+)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="edgeattn")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """Put Keras recurrent models with attention on the edge.
+
+    \b
+    Train (or bring) a model, export it to a plain ONNX file, prove the two agree, and run it with
+    numpy + onnxruntime alone:
+      edgeattn train --task find-max -o model.keras
+      edgeattn export model.keras -o model.onnx
+      edgeattn verify model.onnx --keras model.keras
+      edgeattn predict model.onnx x.npy -o y.npy
+    """
+
+
+# -- train ------------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Train the seed model on a synthetic task.")
+@click.option(
+    "--task",
+    type=click.Choice(["find-max"]),
+    default="find-max",
+    show_default=True,
+    help="Synthetic task to train on.",
+)
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for data and weights.")
+@click.option(
+    "--samples",
+    type=click.IntRange(100, 10_000_000),
+    default=20_000,
+    show_default=True,
+    help="Training samples (validation: a tenth as many, from another seed).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to save the model (.keras).",
+)
+@force_option
+def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: bool) -> None:
+    """Train the seed's model (LSTM(64) -> Attention(32) -> Dense(1)) on a synthetic task.
+
+    \b
+    find-max: x uniform in [0, 1) of shape (n, 10, 1); y = the largest value over time.
+    Example:
+      edgeattn train --task find-max --epochs 20 --seed 0 -o model.keras
+    """
+    import tempfile
+
+    from edgeattn.files import check_writable, write_atomic
+
+    if output.suffix != ".keras":
+        raise InputError(f"{output}: the model is saved in Keras 3 format and must end in .keras")
+    check_writable(output, force)
+    _quiet_tensorflow()
+    from edgeattn import tasks
+
+    def progress(epoch: int, total: int, logs: dict) -> None:
+        parts = "  ".join(
+            f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float) and k != "learning_rate"
+        )
+        _emit(f"epoch {epoch:>{len(str(total))}}/{total}  {parts}", err=True)
+
+    _emit(f"training the seed model on {task}: {samples} samples, {epochs} epochs, seed {seed}", err=True)
+    result = tasks.train(task, epochs=epochs, seed=seed, n_train=samples, on_epoch=progress)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model.keras"
+        result.model.save(staged)
+        write_atomic(output, staged.read_bytes(), force=force)
+    _emit(
+        f"validation MAE {result.val_mae:.4f} (always predicting the mean: {result.baseline_mae:.4f}); "
+        f"trained in {result.seconds:.1f} s"
+    )
+    _emit(f"saved {output} ({output.stat().st_size:,} bytes)")
+
+
+# -- export -----------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Keras (.keras/.h5) -> checked, plain ONNX.")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The ONNX file to write (.onnx).",
+)
+@click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
+@click.option(
+    "--attention-weights",
+    is_flag=True,
+    help="Add a second output 'attention_weights' of shape (batch, time).",
+)
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance (max abs error).")
+@click.option("--no-golden", is_flag=True, help="Do not store the reference inputs/outputs in the model.")
+@force_option
+@unsafe_option
+def export(
+    src: Path,
+    output: Path,
+    opset: int,
+    attention_weights: bool,
+    atol: float,
+    no_golden: bool,
+    force: bool,
+    unsafe: bool,
+) -> None:
+    """Export a Keras model (.keras or .h5) to a plain ONNX file, checked before it is written.
+
+    \b
+    The graph must use standard ONNX operators only, hold each recurrent layer as one fused LSTM/GRU/RNN
+    node, keep the batch axis dynamic, and match Keras within --atol on seeded inputs (batches 1, 7, 64).
+    Otherwise nothing is written and the exit code is 1.
+    Example:
+      edgeattn export model.keras -o model.onnx
+      edgeattn export model.keras -o model.onnx --attention-weights --force
+    """
+    _quiet_tensorflow()
+    from edgeattn.export import ExportOptions
+    from edgeattn.export import export as run_export
+
+    options = ExportOptions(
+        opset=opset,
+        attention_weights=attention_weights,
+        force=force,
+        unsafe=unsafe,
+        atol=atol,
+        golden=not no_golden,
+    )
+    result = run_export(src, output, options)
+    s = result.summary
+    ops = ", ".join(f"{k} {v}" for k, v in s.op_histogram.items())
+    _emit(f"exported {src} -> {result.path} in {result.seconds:.1f} s")
+    _emit(f"  graph   {s.nodes} nodes (opset {s.opset}, domains {', '.join(s.domains)}): {ops}")
+    _emit(f"  size    {result.size_bytes:,} bytes, {s.parameters:,} parameters")
+    for name, shape, dtype in s.inputs:
+        _emit(f"  input   {name} {_shape(shape)} {dtype}")
+    for name, shape, dtype in s.outputs:
+        _emit(f"  output  {name} {_shape(shape)} {dtype}")
+    _emit(
+        f"  parity  max abs error {result.parity.max_abs:.2e} over {', '.join(result.parity.cases)} "
+        f"(atol {atol:g}): pass"
+    )
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+# -- verify -----------------------------------------------------------------------------------------------
+
+
+def _batches(value: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of batch sizes") from None
+    if not batches or min(batches) < 1:
+        raise click.BadParameter("batch sizes must be >= 1")
+    return batches
+
+
+@cli.command(context_settings=CONTEXT, short_help="Prove the ONNX model computes what Keras computes.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--keras",
+    "keras_src",
+    type=click.Path(path_type=Path),
+    help="The Keras source (.keras/.h5). Default: the source recorded in the model's metadata.",
+)
+@click.option(
+    "--golden",
+    is_flag=True,
+    help="Check the reference outputs stored in the model, with onnxruntime alone (no TensorFlow).",
+)
+@click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), help="Inputs to use (.npy/.npz).")
+@click.option("--batches", default="1,7,64", show_default=True, help="Batch sizes of the seeded inputs.")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Absolute tolerance.")
+@click.option(
+    "--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance (added to atol*)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as JSON ('-' for stdout).",
+)
+@unsafe_option
+def verify(
+    model: Path,
+    keras_src: Path | None,
+    golden: bool,
+    inputs_file: Path | None,
+    batches: str,
+    atol: float,
+    rtol: float,
+    seed: int,
+    json_file: Path | None,
+    unsafe: bool,
+) -> None:
+    """Prove that an ONNX model computes what its Keras model computes.
+
+    \b
+    Both get the same seeded inputs; per output it prints max abs, max rel and mean abs error and the
+    worst sample. An output passes when |onnx - keras| <= atol + rtol * |keras| everywhere.
+    Exit 0: everything passed; 1: an output or a structure check failed; 2: bad input.
+    Examples:
+      edgeattn verify model.onnx --keras model.keras
+      edgeattn verify model.onnx                 # finds the source from the model's metadata
+      edgeattn verify model.onnx --golden        # on the device: stored reference, no TensorFlow
+    """
+    if golden:
+        _verify_golden(model, json_file)
+        return
+    _quiet_tensorflow()
+    from edgeattn import verify as verify_lib
+
+    notes = []
+    if keras_src is None:
+        keras_src, note = _source_from_metadata(model)
+        notes.append(note)
+    report = verify_lib.verify_against_keras(
+        model,
+        keras_src,
+        batches=_batches(batches),
+        atol=atol,
+        rtol=rtol,
+        inputs_file=inputs_file,
+        seed=seed,
+        unsafe=unsafe,
+    )
+    for note in notes:
+        _emit(note)
+    _emit(f"{model} vs {keras_src}: {len(report.cases)} cases ({', '.join(report.cases)}), {report.provider}")
+    _emit(f"{'output':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10}  {'worst':<24} result")
+    for o in report.outputs:
+        worst = f"{o.worst_case} #{o.worst_sample}"
+        _emit(
+            f"{o.name:<20} {o.max_abs:>10.3g} {o.max_rel:>10.3g} {o.mean_abs:>10.3g}  {worst:<24} "
+            f"{'pass' if o.passed else 'FAIL'}"
+        )
+    for problem in report.structure_problems:
+        _emit(f"structure: {problem}")
+    _write_json(json_file, report.to_dict())
+    if not report:
+        raise CheckFailedError(f"verify failed: {report.failures()[0]}")
+    _emit(f"verify: pass (atol {atol:g}, rtol {rtol:g})")
+
+
+def _source_from_metadata(model: Path) -> tuple[Path, str]:
+    from edgeattn.export import sha256_of
+    from edgeattn.verify import load_onnx
+
+    meta = {p.key: p.value for p in load_onnx(model).metadata_props}
+    name, recorded, digest = (
+        meta.get("edgeattn.source"),
+        meta.get("edgeattn.source_path"),
+        meta.get("edgeattn.source_sha256"),
+    )
+    if not name:
+        raise InputError(f"{model} records no source model", hint="pass the Keras file with --keras SRC")
+    candidates = [model.parent / name] + ([Path(recorded)] if recorded else [])
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise InputError(
+            f"the source {name} recorded in {model} is neither next to it nor at {recorded}",
+            hint="pass the Keras file with --keras SRC",
+        )
+    if digest and sha256_of(found) != digest:
+        return (
+            found,
+            f"warning: {found} is not the file that was exported (sha256 differs); checking it anyway",
+        )
+    return found, f"source: {found} (sha256 matches the export)"
+
+
+def _verify_golden(model: Path, json_file: Path | None) -> None:
+    predictor = _predictor(model)
+    try:
+        result = predictor.self_check()
+    except ValueError as exc:
+        raise InputError(str(exc), hint="re-export without --no-golden") from None
+    _emit(f"{model}: stored reference outputs re-run with onnxruntime ({predictor.providers[0]})")
+    for name, r in result["outputs"].items():
+        _emit(
+            f"{name:<20} max abs {r['max_abs']:.3g} (atol {r['atol']:g}) {'pass' if r['passed'] else 'FAIL'}"
+        )
+    _write_json(json_file, result)
+    if not result["passed"]:
+        raise CheckFailedError("verify --golden failed: the model no longer computes the stored outputs")
+    _emit("verify --golden: pass")
+
+
+def _write_json(json_file: Path | None, data: dict) -> None:
+    if json_file is None:
+        return
+    text = json.dumps(data, indent=2, default=float) + "\n"
+    if str(json_file) == "-":
+        click.echo(text, nl=False)
+    else:
+        from edgeattn.files import write_atomic
+
+        write_atomic(json_file, text.encode(), force=True)
+
+
+# -- predict ----------------------------------------------------------------------------------------------
+
+
+def _predictor(model: Path, provider: str | None = None):
+    from edgeattn.runtime import Predictor
+
+    if not model.exists():
+        raise InputError(f"{model}: no such file")
+    try:
+        return Predictor(model, providers=[provider] if provider else None)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+@cli.command(context_settings=CONTEXT, short_help="Run an ONNX model with onnxruntime (no TensorFlow).")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the predictions (.npy).",
+)
+@click.option(
+    "--provider", help="Execution provider: cpu, cuda, tensorrt, coreml, ... (default: best available)."
+)
+@force_option
+def predict(model: Path, input_file: Path, output: Path, provider: str | None, force: bool) -> None:
+    """Run an ONNX model on an input array with onnxruntime (no TensorFlow).
+
+    \b
+    INPUT is a .npy array of shape (batch, time, features) for the seed model.
+    Example:
+      edgeattn predict model.onnx x.npy -o y.npy
+    """
+    import numpy as np
+
+    from edgeattn.files import check_writable, write_atomic
+
+    check_writable(output, force)
+    predictor = _predictor(model, provider)
+    try:
+        x = np.load(input_file, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{input_file}: no such file") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{input_file}: not a readable .npy file ({exc})") from None
+    try:
+        y = predictor.predict(x)
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, y, allow_pickle=False)
+    write_atomic(output, buf.getvalue(), force=force)
+    _emit(f"wrote {output}: {y.shape[0]} predictions of shape {y.shape[1:]} ({predictor.providers[0]})")
+
+
+# -- inspect ----------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Describe an ONNX model.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect(model: Path, as_json: bool) -> None:
+    """Describe an ONNX model: inputs, outputs, opset, operators, size, edgeattn metadata.
+
+    \b
+    Example:
+      edgeattn inspect model.onnx
+    """
+    from edgeattn import graph
+    from edgeattn.verify import load_onnx
+
+    proto = load_onnx(model)
+    s = graph.summarize(proto)
+    meta = {p.key: p.value for p in proto.metadata_props if p.key.startswith("edgeattn.")}
+    meta.pop("edgeattn.golden", None)
+    info = {
+        "file": str(model),
+        "size_bytes": model.stat().st_size,
+        "opset": s.opset,
+        "domains": list(s.domains),
+        "nodes": s.nodes,
+        "parameters": s.parameters,
+        "inputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.inputs],
+        "outputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.outputs],
+        "op_histogram": s.op_histogram,
+        "metadata": meta,
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    _emit(
+        f"{model}: {info['size_bytes']:,} bytes, opset {s.opset}, {s.nodes} nodes, {s.parameters:,} parameters"
+    )
+    for n, sh, d in s.inputs:
+        _emit(f"  input   {n} {_shape(sh)} {d}")
+    for n, sh, d in s.outputs:
+        _emit(f"  output  {n} {_shape(sh)} {d}")
+    _emit("  ops     " + ", ".join(f"{k} {v}" for k, v in s.op_histogram.items()))
+    for key, value in meta.items():
+        _emit(f"  {key[len('edgeattn.') :]:<20} {value}")
+
+
+# -- entry point ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn failures into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="edgeattn", standalone_mode=False)
+    except click.exceptions.Abort:
+        _emit("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EdgeAttnError as exc:
+        if debug:
+            raise
+        _emit(f"error: {exc.message}", err=True)
+        if exc.hint:
+            _emit(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _emit("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _emit(f"error: unexpected {type(exc).__name__}: {text}", err=True)
+        _emit("hint: run again with --debug for the traceback, and report it", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The one exception hierarchy of edgeattn.
+
+The library raises these; only the CLI turns them into a one-line ``error: ...`` and an exit code.
+Each kind carries its exit code: 2 for bad input or usage, 1 for a check that failed.
+"""
+
+from __future__ import annotations
+
+
+class EdgeAttnError(Exception):
+    """Base class: a failure the user can act on. ``hint`` says how."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class InputError(EdgeAttnError):
+    """A file or argument is missing, unreadable, of the wrong kind or the wrong shape."""
+
+
+class UnsafeModelError(EdgeAttnError):
+    """The model file asks for code to be run (Lambda, unknown class, arbitrary function)."""
+
+
+class UnsupportedModelError(EdgeAttnError):
+    """The model is valid Keras but edgeattn cannot export it faithfully."""
+
+
+class OutputExistsError(EdgeAttnError):
+    """The output file exists and ``--force`` was not given."""
+
+
+class CheckFailedError(EdgeAttnError):
+    """A check ran and failed: parity out of tolerance, a custom operator, an unfused recurrent layer."""
+
+    exit_code = 1
+
+
+class MissingDependencyError(EdgeAttnError):
+    """An optional dependency (an extra) is not installed."""
+
+
+def require(module: str, extra: str):
+    """Import ``module`` or raise a MissingDependencyError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"this needs {module!r}, which is not installed",
+            hint=f"pip install 'edgeattn[{extra}]'",
+        ) from exc

@@ -1,0 +1,241 @@
+"""Keras -> ONNX: convert with tf2onnx, clean the graph, check it, prove parity, stamp provenance, write.
+
+Every export is checked before anything is written: the graph must pass ``onnx.checker``, use standard
+domains only, hold every recurrent layer as one fused ``LSTM``/``GRU``/``RNN`` node (never ``Loop``/``Scan``),
+keep the batch axis dynamic, and match Keras within tolerance on seeded inputs. A failed check raises
+``CheckFailedError`` and leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeattn import __version__, graph, verify
+from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError, require
+from edgeattn.files import check_writable, write_atomic
+
+PREDICTION_OUTPUT = "y"
+DEFAULT_OPSET = 17
+GOLDEN_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = DEFAULT_OPSET
+    attention_weights: bool = False
+    force: bool = False
+    unsafe: bool = False
+    atol: float = verify.DEFAULT_ATOL
+    golden: bool = True
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    size_bytes: int
+    summary: graph.GraphSummary
+    parity: verify.ParityReport
+    seconds: float
+    dropped_nodes: int
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export(
+    src: str | os.PathLike, out: str | os.PathLike, options: ExportOptions = ExportOptions()
+) -> ExportResult:
+    """Export the Keras model in ``src`` to the ONNX file ``out``."""
+    from edgeattn.loading import load_model
+
+    start = time.perf_counter()
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise InputError(f"{out}: the output must end in .onnx")
+    check_writable(out, options.force)
+    loaded = load_model(src, unsafe=options.unsafe)
+    keras_model = loaded.model
+    if options.attention_weights:
+        from edgeattn.layers import with_attention_output
+
+        try:
+            keras_model = with_attention_output(keras_model)
+        except ValueError as exc:
+            raise UnsupportedModelError(str(exc)) from None
+
+    proto = convert(keras_model, options.opset)
+    before = len(proto.graph.node)
+    output_names = _name_outputs(proto, options.attention_weights)
+    graph.drop_zero_initial_states(proto)
+    graph.drop_unused_opsets(proto)
+    graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))
+
+    problems = graph.check_structure(
+        proto, expect_recurrent=count_recurrent_layers(keras_model), expect_outputs=output_names
+    )
+    if problems:
+        raise CheckFailedError(
+            f"the exported graph is not fit for the edge: {problems[0]}", hint=_more(problems)
+        )
+
+    specs = verify.input_specs(proto)
+    cases = verify.make_cases(
+        specs, vocab=verify.vocab_size(keras_model), trained_length=_time_steps(keras_model)
+    )
+    parity = verify.compare(
+        lambda feed: verify.keras_outputs(keras_model, feed),
+        verify.open_session(proto, ["cpu"]),
+        cases,
+        atol=options.atol,
+    )
+    if not parity:
+        raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
+
+    _stamp(proto, loaded.source.path, keras_model, options, parity, cases if options.golden else None)
+    data = proto.SerializeToString()
+    write_atomic(out, data, force=options.force)
+    return ExportResult(
+        path=out,
+        size_bytes=len(data),
+        summary=graph.summarize(proto),
+        parity=parity,
+        seconds=time.perf_counter() - start,
+        dropped_nodes=before - len(proto.graph.node),
+    )
+
+
+def convert(keras_model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The raw tf2onnx conversion, with an explicit input signature (batch axis free)."""
+    tf = require("tensorflow", "export")
+    tf2onnx = require("tf2onnx", "export")
+    signature = [
+        tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.as_dtype(t.dtype), name=_input_name(t, i, keras_model))
+        for i, t in enumerate(keras_model.inputs)
+    ]
+    try:
+        proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)
+    except KeyError:
+        # Keras 3 Sequential models with an Embedding fail inside from_keras; tracing the call works.
+        function = tf.function(lambda *xs: keras_model(list(xs) if len(xs) > 1 else xs[0], training=False))
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    return proto
+
+
+def _input_name(tensor, index: int, keras_model) -> str:
+    name = getattr(tensor, "name", None) or f"input_{index}"
+    if len(keras_model.inputs) == 1 and name.startswith(("keras_tensor", "input_layer")):
+        return "x"
+    return name.split(":")[0]
+
+
+def _name_outputs(proto: onnx.ModelProto, attention_weights: bool) -> list[str]:
+    """Rename the graph outputs: ``y`` (or Keras's names when there are several), then ``attention_weights``."""
+    from edgeattn.runtime import ATTENTION_OUTPUT
+
+    outputs = [o.name for o in proto.graph.output]
+    predictions = outputs[:-1] if attention_weights else outputs
+    if len(predictions) == 1:
+        graph.rename_value(proto, predictions[0], PREDICTION_OUTPUT)
+    if attention_weights:
+        graph.rename_value(proto, outputs[-1], ATTENTION_OUTPUT)
+    return [o.name for o in proto.graph.output]
+
+
+def count_recurrent_layers(keras_model) -> int:
+    """How many fused recurrent nodes the export must hold (a Bidirectional counts once: one node)."""
+    import keras
+
+    count = 0
+    for layer in verify._walk_layers(keras_model):
+        if isinstance(layer, keras.layers.Bidirectional) or (
+            isinstance(layer, keras.layers.RNN) and not _inside_bidirectional(layer, keras_model)
+        ):
+            count += 1
+    return count
+
+
+def _inside_bidirectional(layer, keras_model) -> bool:
+    import keras
+
+    return any(
+        isinstance(outer, keras.layers.Bidirectional) and layer in (outer.forward_layer, outer.backward_layer)
+        for outer in verify._walk_layers(keras_model)
+    )
+
+
+def _time_free(keras_model) -> bool:
+    return any(len(t.shape) >= 2 and t.shape[1] is None for t in keras_model.inputs)
+
+
+def _time_steps(keras_model) -> int | None:
+    shape = keras_model.inputs[0].shape
+    return shape[1] if len(shape) >= 2 and isinstance(shape[1], int) else None
+
+
+def _more(problems: list[str]) -> str | None:
+    return "also: " + "; ".join(problems[1:3]) if len(problems) > 1 else None
+
+
+def _encode(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _stamp(proto, source: Path, keras_model, options: ExportOptions, parity, cases) -> None:
+    """Write provenance (and the golden reference set) into ``metadata_props``, keys prefixed ``edgeattn.``."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    meta = {
+        "edgeattn.version": __version__,
+        "edgeattn.keras_version": keras.__version__,
+        "edgeattn.tensorflow_version": tf.__version__,
+        "edgeattn.tf2onnx_version": tf2onnx.__version__,
+        "edgeattn.onnx_version": onnx.__version__,
+        "edgeattn.opset": str(graph.opset_of(proto)),
+        "edgeattn.source": source.name,
+        "edgeattn.source_path": str(source.resolve()),
+        "edgeattn.source_sha256": sha256_of(source),
+        "edgeattn.inputs": json.dumps(
+            [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in verify.input_specs(proto)]
+        ),
+        "edgeattn.parity": json.dumps(
+            {
+                "max_abs": parity.max_abs,
+                "atol": options.atol,
+                "cases": parity.cases,
+                "provider": parity.provider,
+            }
+        ),
+    }
+    if cases:
+        feed = {k: v[:GOLDEN_SAMPLES] for k, v in cases[-1].feed.items()}
+        outputs = verify.keras_outputs(keras_model, feed)
+        golden = {
+            "inputs": {k: _encode(v) for k, v in feed.items()},
+            "outputs": {o.name: _encode(a) for o, a in zip(proto.graph.output, outputs)},
+            "atol": options.atol,
+        }
+        meta["edgeattn.golden"] = json.dumps(golden)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "edgeattn"
+    proto.producer_version = __version__

@@ -1,0 +1,83 @@
+"""Atomic output files: prepared in memory, written to a temporary file beside the target, renamed into place.
+
+An existing file is replaced only with ``force``; a failed or killed write never leaves a partial file under
+the target's name, and temporary files left by a killed run are removed by the next write to the same target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from edgeattn.errors import InputError, OutputExistsError
+
+TMP_MARK = ".edgeattn-tmp-"
+
+
+def check_writable(path: str | os.PathLike, force: bool) -> Path:
+    """Fail early (before any slow work) when ``path`` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a file name")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{folder}: the folder is not writable")
+    return path
+
+
+def _clean_stale(path: Path) -> None:
+    for tmp in path.parent.glob(f".{path.name}{TMP_MARK}*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically. Raises ``OutputExistsError`` if it exists and not ``force``."""
+    path = check_writable(path, force)
+    _clean_stale(path)
+    tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if the target appeared meanwhile: never replace without force
+            except FileExistsError:
+                raise OutputExistsError(f"{path} exists", hint="pass --force to replace it") from None
+            except OSError:  # file systems without hard links
+                if path.exists():
+                    raise OutputExistsError(f"{path} exists", hint="pass --force to replace it") from None
+                os.replace(tmp, path)
+    except PermissionError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path

@@ -1,0 +1,234 @@
+"""ONNX graph facts, structure checks and clean-up passes. Needs only ``onnx`` and numpy.
+
+- ``summarize``: op histogram, node and parameter counts, opset, domains.
+- ``check_structure``: what an edgeattn file must be (checker, standard domains, fused recurrent layers,
+  dynamic batch axis); returns a list of problems.
+- ``drop_zero_initial_states``, ``prune``, ``rename_value``, ``name_dynamic_axes``: small rewrites used after
+  conversion.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+LOOP_OPS = frozenset({"Loop", "Scan"})
+
+
+@dataclass(frozen=True)
+class GraphSummary:
+    nodes: int
+    op_histogram: dict[str, int]
+    parameters: int
+    opset: int
+    domains: tuple[str, ...]
+    inputs: tuple[tuple[str, tuple, str], ...]
+    outputs: tuple[tuple[str, tuple, str], ...]
+
+
+def _dims(value_info) -> tuple:
+    shape = value_info.type.tensor_type.shape
+    return tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in shape.dim)
+
+
+def _dtype(value_info) -> str:
+    return onnx.helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type).name
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def summarize(model: onnx.ModelProto) -> GraphSummary:
+    graph = model.graph
+    ops = Counter(
+        (f"{n.domain}:{n.op_type}" if n.domain not in STANDARD_DOMAINS else n.op_type)
+        for n in _all_nodes(graph)
+    )
+    return GraphSummary(
+        nodes=len(graph.node),
+        op_histogram=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        parameters=int(sum(np.prod(t.dims, dtype=np.int64) for t in graph.initializer)),
+        opset=opset_of(model),
+        domains=tuple(sorted({o.domain or "ai.onnx" for o in model.opset_import})),
+        inputs=tuple(
+            (i.name, _dims(i), _dtype(i)) for i in graph.input if i.name not in _initializer_names(graph)
+        ),
+        outputs=tuple((o.name, _dims(o), _dtype(o)) for o in graph.output),
+    )
+
+
+def _initializer_names(graph) -> set[str]:
+    return {t.name for t in graph.initializer}
+
+
+def _all_nodes(graph):
+    """Every node, including those in subgraphs (Loop/Scan/If bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_nodes(g)
+
+
+def check_structure(
+    model: onnx.ModelProto,
+    expect_recurrent: int | None = None,
+    expect_outputs: list[str] | None = None,
+) -> list[str]:
+    """Problems that make ``model`` unfit for an edgeattn file (empty when it is fit).
+
+    Checks: ``onnx.checker`` (full, with shape inference); every node and opset import in a standard domain;
+    no ``Loop``/``Scan`` (recurrent layers must be fused ``LSTM``/``GRU``/``RNN`` nodes); at least
+    ``expect_recurrent`` fused recurrent nodes; a dynamic batch axis on every input and output; the expected
+    output names, in order.
+    """
+    problems: list[str] = []
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # onnx raises ValidationError and InferenceError
+        problems.append(f"onnx.checker: {str(exc).strip().splitlines()[0]}")
+    for opset in model.opset_import:
+        if opset.domain not in STANDARD_DOMAINS:
+            problems.append(f"imports the non-standard opset domain {opset.domain!r}")
+    for node in _all_nodes(model.graph):
+        if node.domain not in STANDARD_DOMAINS:
+            problems.append(
+                f"node {node.name!r} is {node.domain}:{node.op_type}, not a standard ONNX operator"
+            )
+        elif node.op_type in LOOP_OPS:
+            problems.append(
+                f"node {node.name!r} is a {node.op_type}: a recurrent layer was not fused into an "
+                "LSTM/GRU/RNN node"
+            )
+    if expect_recurrent is not None:
+        fused = sum(1 for n in model.graph.node if n.op_type in RECURRENT_OPS)
+        if fused < expect_recurrent:
+            problems.append(f"expected at least {expect_recurrent} fused recurrent node(s), found {fused}")
+    initializers = _initializer_names(model.graph)
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name in initializers:
+            continue
+        dims = _dims(value)
+        if not dims or isinstance(dims[0], int):
+            problems.append(
+                f"{value.name!r} has a fixed batch axis {dims[:1]}; the batch axis must be dynamic"
+            )
+    if expect_outputs is not None:
+        names = [o.name for o in model.graph.output]
+        if names != list(expect_outputs):
+            problems.append(f"outputs are {names}, expected {list(expect_outputs)}")
+    return problems
+
+
+# -- rewrites ---------------------------------------------------------------------------------------------
+
+
+def _producers(graph) -> dict:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _is_zero(name: str, graph, producers: dict, initializers: dict) -> bool:
+    """Whether tensor ``name`` is all zeros whatever the input (a zero constant broadcast to any shape)."""
+    if name in initializers:
+        return not np.any(numpy_helper.to_array(initializers[name]))
+    node = producers.get(name)
+    if node is None:
+        return False
+    if node.op_type in {"Unsqueeze", "Squeeze", "Reshape", "Expand", "Identity", "Cast", "Tile"}:
+        return _is_zero(node.input[0], graph, producers, initializers)
+    if node.op_type in {"Constant", "ConstantOfShape"}:
+        values = [a.t for a in node.attribute if a.name == "value"]
+        return not values or not np.any(numpy_helper.to_array(values[0]))
+    return False
+
+
+def drop_zero_initial_states(model: onnx.ModelProto) -> int:
+    """Remove initial_h/initial_c inputs of recurrent nodes that are zeros (ONNX's default). Returns count."""
+    graph = model.graph
+    producers = _producers(graph)
+    initializers = {t.name: t for t in graph.initializer}
+    dropped = 0
+    for node in graph.node:
+        if node.op_type not in RECURRENT_OPS:
+            continue
+        for slot in (5, 6) if node.op_type == "LSTM" else (5,):
+            if (
+                len(node.input) > slot
+                and node.input[slot]
+                and _is_zero(node.input[slot], graph, producers, initializers)
+            ):
+                node.input[slot] = ""
+                dropped += 1
+        while node.input and node.input[-1] == "":
+            node.input.pop()
+    prune(model)
+    return dropped
+
+
+def prune(model: onnx.ModelProto) -> None:
+    """Remove nodes whose outputs nobody uses, and initializers nobody reads."""
+    graph = model.graph
+    keep_outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | keep_outputs
+        used |= {i for n in _all_nodes(graph) for i in n.input}
+        dead = [n for n in graph.node if not any(o in used for o in n.output if o)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {i for n in _all_nodes(graph) for i in n.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    value_names = used | keep_outputs | {o for n in graph.node for o in n.output}
+    for info in [v for v in graph.value_info if v.name not in value_names]:
+        graph.value_info.remove(info)
+
+
+def rename_value(model: onnx.ModelProto, old: str, new: str) -> None:
+    """Rename a tensor everywhere it appears (producers, consumers, graph inputs/outputs, value_info)."""
+    if old == new:
+        return
+    graph = model.graph
+    for node in _all_nodes(graph):
+        for seq in (node.input, node.output):
+            for i, name in enumerate(seq):
+                if name == old:
+                    seq[i] = new
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.name == old:
+            value.name = new
+
+
+def name_dynamic_axes(model: onnx.ModelProto, time_free: bool) -> None:
+    """Give the free axes readable names: ``batch`` for axis 0 and, for sequence inputs, ``time`` for axis 1."""
+    initializers = _initializer_names(model.graph)
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+        if time_free and len(dims) >= 2 and not dims[1].HasField("dim_value"):
+            dims[1].dim_param = "time"
+    for value in model.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+
+
+def drop_unused_opsets(model: onnx.ModelProto) -> None:
+    """Drop opset imports of domains that no node uses (tf2onnx declares ``ai.onnx.ml`` regardless)."""
+    used = {n.domain for n in _all_nodes(model.graph)}
+    for opset in [o for o in model.opset_import if o.domain not in ("", "ai.onnx") and o.domain not in used]:
+        model.opset_import.remove(opset)

@@ -1,0 +1,284 @@
+"""Safe loading of Keras models: ``.keras`` (Keras 3) and ``.h5`` (Keras 3 and Keras 2 era).
+
+Nothing from the file is deserialized before its whole config has been read as data (JSON from the ``.keras``
+zip or from the ``model_config`` attribute of the ``.h5``) and checked, recursively, against edgeattn's
+registry of layer classes. Lambda layers, unknown classes and configs that name arbitrary modules or functions
+are refused by name unless the caller passes ``unsafe=True``. Legacy (Keras 2) configs are rewritten for
+Keras 3 and the weights loaded by Keras's own HDF5 reader; ``tf_keras`` is never used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeattn.errors import InputError, UnsafeModelError, UnsupportedModelError, require
+
+# Keras layer classes that edgeattn loads and exports. Anything else is refused unless --unsafe.
+KERAS_LAYERS = frozenset(
+    """
+    InputLayer Dense LSTM GRU SimpleRNN Bidirectional TimeDistributed Dropout SpatialDropout1D GaussianNoise
+    GaussianDropout AlphaDropout Embedding Masking Activation Concatenate Add Subtract Multiply Average Maximum
+    Minimum Flatten Reshape Permute RepeatVector LayerNormalization BatchNormalization Conv1D MaxPooling1D
+    AveragePooling1D GlobalAveragePooling1D GlobalMaxPooling1D ReLU LeakyReLU PReLU ELU Softmax Dot Cropping1D
+    ZeroPadding1D UpSampling1D Functional Sequential Model
+    """.split()
+)
+EDGEATTN_LAYERS = frozenset({"Attention", "NadarayaWatson"})
+LAYER_REGISTRY = KERAS_LAYERS | EDGEATTN_LAYERS
+
+# Objects other than layers that may appear in configs (initializers, regularizers, constraints, dtype
+# policies, optimizers, losses and metrics). In Keras 3 configs these carry a ``module`` that must be Keras's;
+# legacy configs name them bare, so they must be in this list.
+KNOWN_OBJECTS = frozenset(
+    """
+    GlorotUniform GlorotNormal HeUniform HeNormal LecunUniform LecunNormal Orthogonal Zeros Ones Constant
+    Identity IdentityInitializer RandomNormal RandomUniform TruncatedNormal VarianceScaling L1 L2 L1L2
+    OrthogonalRegularizer MaxNorm MinMaxNorm NonNeg UnitNorm DTypePolicy Policy FloatDTypePolicy
+    Adam AdamW SGD RMSprop Adagrad Adadelta Adamax Nadam Ftrl Lion
+    MeanSquaredError MeanAbsoluteError BinaryCrossentropy CategoricalCrossentropy
+    SparseCategoricalCrossentropy Huber MeanSquaredLogarithmicError LogCosh
+    Mean MeanMetricWrapper Accuracy BinaryAccuracy CategoricalAccuracy SparseCategoricalAccuracy
+    """.split()
+)
+# Markers Keras 3 uses for plain data inside configs.
+DATA_MARKERS = frozenset(
+    {"__keras_tensor__", "__slice__", "__tuple__", "__numpy__", "__tensor__", "__ellipsis__"}
+)
+# ``{"class_name": "function", "module": M, "config": NAME}`` may name functions of these modules only.
+FUNCTION_MODULES = (
+    "keras.activations",
+    "keras.src.activations",
+    "keras.losses",
+    "keras.src.losses",
+    "keras.metrics",
+    "keras.src.metrics",
+)
+# Keras op classes (``keras.src.ops.*``, e.g. ``GetItem`` for ``x[:, -1]``) are plain tensor operations.
+KERAS_OP_MODULE = "keras.src.ops."
+LAYER_KEYS = ("layers", "layer", "forward_layer", "backward_layer", "cell", "cells")
+# Keras 2 keys that Keras 3 refuses; they carry no information for inference.
+LEGACY_KEYS = ("time_major", "implementation")
+
+
+@dataclass
+class ModelConfig:
+    """A model file's config, read as data, not yet deserialized."""
+
+    path: Path
+    format: str  # "keras" or "h5"
+    config: dict
+    keras_version: str | None
+    layer_classes: list[str] = field(default_factory=list)
+
+    @property
+    def legacy(self) -> bool:
+        return bool(self.keras_version) and self.keras_version.split(".")[0] in {"1", "2"}
+
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """Read the model config of a ``.keras`` or ``.h5`` file as JSON, running nothing."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a model file", hint="give a .keras or .h5 file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"PK"):
+        return _read_keras_zip(path)
+    if head == b"\x89HDF\r\n\x1a\n":
+        return _read_h5(path)
+    raise InputError(
+        f"{path} is neither a .keras (zip) nor an .h5 (HDF5) model file",
+        hint="edgeattn reads Keras models saved with model.save('model.keras') or model.save('model.h5')",
+    )
+
+
+def _read_keras_zip(path: Path) -> ModelConfig:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "config.json" not in names:
+                raise InputError(f"{path} is a zip file without config.json: not a .keras model")
+            config = json.loads(zf.read("config.json"))
+            meta = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InputError(f"{path} is damaged or truncated: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: config.json is not valid JSON: {exc}") from None
+    return ModelConfig(path, "keras", _as_dict(path, config), meta.get("keras_version"))
+
+
+def _read_h5(path: Path) -> ModelConfig:
+    h5py = require("h5py", "export")
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            version = f.attrs.get("keras_version")
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path} is damaged or truncated: {exc}") from None
+    if raw is None:
+        raise InputError(
+            f"{path} holds no model_config: it is a weights-only file, not a model",
+            hint="save the whole model with model.save('model.h5')",
+        )
+    if hasattr(raw, "decode"):
+        raw = raw.decode("utf-8")
+    if hasattr(version, "decode"):
+        version = version.decode("utf-8")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: model_config is not valid JSON: {exc}") from None
+    return ModelConfig(path, "h5", _as_dict(path, config), str(version) if version is not None else None)
+
+
+def _as_dict(path: Path, config) -> dict:
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise InputError(f"{path}: the model config is not a Keras model config")
+    return config
+
+
+def check_config(config: dict, unsafe: bool = False) -> list[str]:
+    """Walk a model config and refuse anything that could run code. Returns the layer classes found.
+
+    Raises ``UnsafeModelError`` naming the offending layer (unless ``unsafe``).
+    """
+    found: list[str] = []
+    problems: list[str] = []
+    _walk(config, is_layer=True, where="model", found=found, problems=problems)
+    if problems and not unsafe:
+        raise UnsafeModelError(
+            f"refused to load: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            hint="nothing from the file was run; pass --unsafe only if you trust the file and its author",
+        )
+    return found
+
+
+def _walk(node, is_layer: bool, where: str, found: list[str], problems: list[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _walk(item, is_layer, where, found, problems)
+        return
+    if not isinstance(node, dict):
+        return
+    cls = node.get("class_name")
+    if isinstance(cls, str):
+        cfg = node.get("config")
+        name = node.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
+        label = f"{cls} layer {name!r}" if name else f"{cls}"
+        problem = _judge(node, cls, is_layer)
+        if problem:
+            problems.append(f"{label} in {where}: {problem}")
+            return  # what lies inside a refused object is refused with it
+        if is_layer and not problem:
+            found.append(cls)
+        where = f"{cls} {name!r}" if (is_layer and name) else where
+    for key, value in node.items():
+        if key in ("module", "registered_name", "class_name"):
+            continue
+        _walk(value, key in LAYER_KEYS, where, found, problems)
+
+
+def _judge(node: dict, cls: str, is_layer: bool) -> str | None:
+    """Why this config object must not be deserialized, or None when it is safe."""
+    module = node.get("module")
+    registered = node.get("registered_name")
+    if cls in DATA_MARKERS:
+        return None
+    if cls in {"Lambda", "__lambda__"}:
+        return "a Lambda layer holds Python code"
+    if cls == "function":
+        fn = node.get("config")
+        if isinstance(module, str) and module.startswith(FUNCTION_MODULES) and isinstance(fn, str):
+            return None
+        return f"names the function {module}.{fn}, which is not a Keras activation, loss or metric"
+    if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
+        if cls in EDGEATTN_LAYERS and (
+            registered in (None, f"edgeattn>{cls}") or module.startswith("edgeattn")
+        ):
+            return None
+        return f"names the module {module!r}, which is not Keras (edgeattn runs no outside code)"
+    if (
+        isinstance(registered, str)
+        and ">" in registered
+        and registered.split(">")[0] not in ("edgeattn", "keras")
+    ):
+        return f"is registered as {registered!r}, a custom class edgeattn does not know"
+    if is_layer:
+        if cls in LAYER_REGISTRY:
+            return None
+        if isinstance(module, str) and module.startswith(KERAS_OP_MODULE):
+            return None
+        return f"{cls} is not a layer edgeattn knows (known: {', '.join(sorted(LAYER_REGISTRY))})"
+    if module is None and cls not in KNOWN_OBJECTS and cls not in LAYER_REGISTRY:
+        return f"{cls} is not a Keras object edgeattn knows"
+    return None
+
+
+def rewrite_legacy(config):
+    """Drop the Keras 2 keys that Keras 3 refuses (``time_major``, ...), recursively, in a copy."""
+    if isinstance(config, list):
+        return [rewrite_legacy(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    return {k: rewrite_legacy(v) for k, v in config.items() if k not in LEGACY_KEYS}
+
+
+@dataclass
+class LoadedModel:
+    model: object  # keras.Model
+    source: ModelConfig
+
+
+def load_model(path: str | os.PathLike, unsafe: bool = False) -> LoadedModel:
+    """Load a Keras model safely (see the module docstring). Raises ``EdgeAttnError`` kinds."""
+    source = read_config(path)
+    source.layer_classes = check_config(source.config, unsafe=unsafe)
+    require("tensorflow", "export")
+    import keras
+
+    from edgeattn.layers import Attention, NadarayaWatson
+
+    custom = {"Attention": Attention, "NadarayaWatson": NadarayaWatson}
+    try:
+        if source.format == "keras":
+            model = keras.saving.load_model(
+                source.path, compile=False, safe_mode=not unsafe, custom_objects=custom
+            )
+        else:
+            model = _load_h5(source, custom, unsafe)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"{source.path}: Keras could not build the model: {_first_line(exc)}",
+            hint="run with --debug for the full traceback",
+        ) from exc
+    if not isinstance(model, keras.Model):
+        raise UnsupportedModelError(f"{source.path} holds a {type(model).__name__}, not a Keras model")
+    return LoadedModel(model=model, source=source)
+
+
+def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format, saving_options, saving_utils
+    from keras.src.saving import serialization_lib
+
+    config = rewrite_legacy(source.config)
+    with h5py.File(source.path, "r") as f:
+        legacy_scope = saving_options.keras_option_scope(use_legacy_config=True)
+        with legacy_scope, serialization_lib.SafeModeScope(not unsafe):
+            model = saving_utils.model_from_config(config, custom_objects=custom)
+            legacy_h5_format.load_weights_from_hdf5_group(
+                legacy_h5_format.safe_get_h5_group(f, "model_weights"), model
+            )
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,289 @@
+"""The predictor that applications embed: numpy and onnxruntime, nothing else.
+
+This file is self-contained on purpose: it imports nothing from the rest of edgeattn, never TensorFlow or
+Keras, and can be copied into an application as it is.
+
+    from edgeattn.runtime import Predictor
+
+    predictor = Predictor("models/seed.onnx")          # best available provider, CPU last
+    y = predictor.predict(x)                           # x: (batch, time, features)
+    y, weights = predictor.predict(x, return_attention=True)   # exported with --attention-weights
+
+Errors: ``FileNotFoundError`` for a missing model, ``ValueError`` for a file that is not a usable model or an
+input of the wrong shape or with NaN/inf, ``TypeError`` for an input of the wrong kind (strings, objects).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger("edgeattn.runtime")
+
+ATTENTION_OUTPUT = "attention_weights"
+METADATA_PREFIX = "edgeattn."
+GOLDEN_KEY = "edgeattn.golden"
+
+# Short names accepted in ``providers``, mapped to onnxruntime's names.
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+}
+# Default preference when ``providers`` is None: the fastest that this onnxruntime build has, CPU last.
+DEFAULT_PREFERENCE = ("tensorrt", "cuda", "rocm", "migraphx", "coreml", "directml", "cpu")
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output of the model: ``shape`` holds ints for fixed axes and names for free ones."""
+
+    name: str
+    shape: tuple
+    dtype: np.dtype
+
+    def __str__(self) -> str:
+        dims = ", ".join(str(d) for d in self.shape)
+        return f"{self.name}: ({dims}) {self.dtype.name}"
+
+
+def resolve_providers(providers=None) -> list[str]:
+    """onnxruntime provider names, in order, for the short or full names given; unknown ones are skipped."""
+    available = ort.get_available_providers()
+    wanted = (
+        DEFAULT_PREFERENCE
+        if providers is None
+        else ([providers] if isinstance(providers, str) else providers)
+    )
+    chosen = []
+    for name in wanted:
+        full = PROVIDER_NAMES.get(str(name).lower(), str(name))
+        if full not in available:
+            if providers is not None:
+                log.warning("execution provider %r is not available in this onnxruntime build; skipped", name)
+            continue
+        if full not in chosen:
+            chosen.append(full)
+    if not chosen:
+        chosen = ["CPUExecutionProvider"]
+    return chosen
+
+
+def _spec(node) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else (d or "?") for d in (node.shape or ()))
+    return TensorSpec(node.name, shape, np.dtype(_ORT_DTYPES.get(node.type, np.float32)))
+
+
+def _decode_array(blob: str) -> np.ndarray:
+    return np.load(io.BytesIO(base64.b64decode(blob)), allow_pickle=False)
+
+
+class Predictor:
+    """Runs an edgeattn ONNX model with onnxruntime.
+
+    Args:
+        path: the ``.onnx`` (or ``.ort``) file.
+        providers: execution providers in order of preference, short names ("cuda", "tensorrt", "coreml",
+            "cpu", ...) or onnxruntime's full names. Providers this build lacks are skipped with a warning.
+            Default: the best available, CPU last. ``predictor.providers`` tells what is in effect.
+        threads: intra-op threads (default: onnxruntime's choice).
+        batch_size: inputs with more samples than this run in chunks of this size (bounded memory).
+        allow_nonfinite: let NaN and infinite inputs through instead of raising ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        providers=None,
+        threads: int | None = None,
+        batch_size: int | None = None,
+        allow_nonfinite: bool = False,
+    ) -> None:
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"model not found: {self.path}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            options.intra_op_num_threads = int(threads)
+        try:
+            self._session = ort.InferenceSession(self.path, options, providers=resolve_providers(providers))
+        except Exception as exc:  # onnxruntime raises its own, unrelated exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{self.path} is not a model onnxruntime can load: {first}") from exc
+        self.batch_size = batch_size
+        self.allow_nonfinite = allow_nonfinite
+        self.inputs = tuple(_spec(i) for i in self._session.get_inputs())
+        self.outputs = tuple(_spec(o) for o in self._session.get_outputs())
+        self.providers = tuple(self._session.get_providers())
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.metadata = {k: v for k, v in meta.items() if k.startswith(METADATA_PREFIX) and k != GOLDEN_KEY}
+        self._golden = meta.get(GOLDEN_KEY)
+        self._output_names = [o.name for o in self.outputs]
+        self._attention_index = self._output_names.index(ATTENTION_OUTPUT) if self.has_attention else None
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the model was exported with an ``attention_weights`` output."""
+        return ATTENTION_OUTPUT in (o.name for o in self.outputs)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(str(s) for s in self.inputs)
+        outs = ", ".join(str(s) for s in self.outputs)
+        return f"Predictor({self.path!r}, providers={list(self.providers)}, inputs=[{ins}], outputs=[{outs}])"
+
+    # -- input checks -------------------------------------------------------------------------------------
+
+    def _check(self, spec: TensorSpec, x) -> np.ndarray:
+        if isinstance(x, (str, bytes)):
+            raise TypeError(
+                f"input {spec.name!r} must be numbers of shape {_shape(spec.shape)}, got a string"
+            )
+        try:
+            arr = np.asarray(x)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"input {spec.name!r}: nested lists of unequal lengths ({exc})") from None
+        kind = arr.dtype.kind
+        if kind not in "fiub":
+            raise TypeError(
+                f"input {spec.name!r} must be numbers ({spec.dtype.name}), got an array of dtype {arr.dtype}"
+            )
+        if arr.ndim != len(spec.shape):
+            raise ValueError(
+                f"input {spec.name!r} must have shape {_shape(spec.shape)} (rank {len(spec.shape)}), "
+                f"got shape {arr.shape} (rank {arr.ndim})"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+            if isinstance(want, int) and want != got:
+                raise ValueError(
+                    f"input {spec.name!r} must have shape {_shape(spec.shape)}, got {arr.shape} "
+                    f"(axis {axis} is {got}, expected {want})"
+                )
+        if spec.dtype.kind in "iu":
+            if kind == "f" and not (np.isfinite(arr).all() and np.all(arr == np.round(arr))):
+                raise TypeError(f"input {spec.name!r} takes integer token ids, got non-integer values")
+            return arr.astype(spec.dtype, copy=False)
+        if kind == "f" and not self.allow_nonfinite and not np.isfinite(arr).all():
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(
+                f"input {spec.name!r} holds {bad} NaN or infinite value(s); "
+                "pass allow_nonfinite=True to run them anyway"
+            )
+        return arr.astype(spec.dtype, copy=False)
+
+    def _feed(self, x) -> dict:
+        if isinstance(x, dict):
+            missing = [s.name for s in self.inputs if s.name not in x]
+            if missing:
+                raise ValueError(f"missing input(s): {', '.join(missing)}")
+            return {s.name: self._check(s, x[s.name]) for s in self.inputs}
+        if len(self.inputs) != 1:
+            names = ", ".join(s.name for s in self.inputs)
+            raise ValueError(f"this model has {len(self.inputs)} inputs ({names}); pass a dict of arrays")
+        spec = self.inputs[0]
+        return {spec.name: self._check(spec, x)}
+
+    # -- running ------------------------------------------------------------------------------------------
+
+    def run(self, x) -> list[np.ndarray]:
+        """All outputs of the model, in the model's order, for a checked input."""
+        feed = self._feed(x)
+        n = next(iter(feed.values())).shape[0]
+        if self.batch_size is None or n <= self.batch_size:
+            return self._session.run(self._output_names, feed)
+        parts = [
+            self._session.run(self._output_names, {k: v[i : i + self.batch_size] for k, v in feed.items()})
+            for i in range(0, n, self.batch_size)
+        ]
+        return [np.concatenate([p[j] for p in parts]) for j in range(len(self._output_names))]
+
+    def predict(self, x, return_attention: bool = False):
+        """The prediction (the model's first output); with ``return_attention``, ``(prediction, weights)``."""
+        if return_attention and self._attention_index is None:
+            raise ValueError(
+                f"{os.path.basename(self.path)} has no {ATTENTION_OUTPUT!r} output; "
+                "export it with `edgeattn export --attention-weights`"
+            )
+        outputs = self.run(x)
+        if return_attention:
+            return outputs[0], outputs[self._attention_index]
+        return outputs[0]
+
+    __call__ = predict
+
+    # -- on-device check ----------------------------------------------------------------------------------
+
+    def self_check(self) -> dict:
+        """Re-run the reference inputs stored in the model at export time and compare with Keras's outputs.
+
+        Returns ``{"passed": bool, "outputs": {name: {"max_abs": float, "atol": float}}}``; raises
+        ``ValueError`` when the model carries no reference set.
+        """
+        if not self._golden:
+            raise ValueError(f"{os.path.basename(self.path)} carries no reference outputs ({GOLDEN_KEY})")
+        return check_golden(self, json.loads(self._golden))
+
+
+def check_golden(predictor: Predictor, golden: dict) -> dict:
+    """Compare ``predictor``'s outputs on a reference set (as stored by ``edgeattn export``)."""
+    inputs = {name: _decode_array(blob) for name, blob in golden["inputs"].items()}
+    atol, rtol = float(golden.get("atol", 1e-4)), float(golden.get("rtol", 0.0))
+    feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    got = dict(zip(predictor._output_names, predictor.run(feed)))
+    result = {"passed": True, "outputs": {}}
+    for name, blob in golden["outputs"].items():
+        expected = _decode_array(blob)
+        if name not in got:
+            result["passed"] = False
+            result["outputs"][name] = {
+                "max_abs": float("inf"),
+                "atol": atol,
+                "passed": False,
+                "missing": True,
+            }
+            continue
+        err = np.abs(got[name].astype(np.float64) - expected.astype(np.float64))
+        ok = bool(np.all(err <= atol + rtol * np.abs(expected)))
+        result["outputs"][name] = {"max_abs": float(err.max(initial=0.0)), "atol": atol, "passed": ok}
+        result["passed"] = result["passed"] and ok
+    return result
+
+
+def _shape(shape: tuple) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"

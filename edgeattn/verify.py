@@ -1,0 +1,319 @@
+"""Parity: does the ONNX model compute what the Keras model computes? Answered as a ``ParityReport``.
+
+Both sides get the same seeded inputs (several batch sizes; several lengths where the time axis is free;
+valid token ids for integer inputs). The report holds, per output, max abs / max rel / mean abs error, the
+worst case and sample, the tolerances and a pass flag; it is truthy when everything passed. Nothing here
+prints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from edgeattn import graph
+from edgeattn.errors import InputError
+
+DEFAULT_BATCHES = (1, 7, 64)
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 0.0
+
+
+@dataclass
+class OutputParity:
+    name: str
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    worst_case: str
+    worst_sample: int
+    atol: float
+    rtol: float
+    passed: bool
+
+
+@dataclass
+class ParityReport:
+    outputs: list[OutputParity]
+    cases: list[str]
+    provider: str
+    structure_problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.structure_problems and all(o.passed for o in self.outputs)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    def failures(self) -> list[str]:
+        """One line per thing that failed."""
+        lines = list(self.structure_problems)
+        for o in self.outputs:
+            if not o.passed:
+                lines.append(
+                    f"output {o.name!r}: max abs error {o.max_abs:.3g} > atol {o.atol:g}"
+                    + (f" + rtol {o.rtol:g}*|ref|" if o.rtol else "")
+                    + f" (worst: {o.worst_case}, sample {o.worst_sample})"
+                )
+        return lines
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, **asdict(self)}
+
+
+# -- inputs -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple  # ints for fixed axes, str for free ones
+    dtype: str
+
+    @property
+    def time_free(self) -> bool:
+        return len(self.shape) >= 2 and not isinstance(self.shape[1], int)
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    return [InputSpec(name, shape, dtype) for name, shape, dtype in graph.summarize(model).inputs]
+
+
+@dataclass(frozen=True)
+class Case:
+    description: str
+    feed: dict[str, np.ndarray]
+
+
+def make_cases(
+    specs: list[InputSpec],
+    batches=DEFAULT_BATCHES,
+    lengths=None,
+    seed: int = 0,
+    vocab: int | None = None,
+    trained_length: int | None = None,
+) -> list[Case]:
+    """Seeded inputs for every batch size, and every length where an input's time axis is free.
+
+    Float samples cycle through U[0, 1), U[-1, 1) and N(0, 3); integer inputs are token ids in [1, vocab).
+    """
+    rng = np.random.default_rng(seed)
+    time_free = any(s.time_free for s in specs)
+    if lengths is None:
+        base = trained_length or 10
+        lengths = sorted({1, 5, base, 3 * base}) if time_free else [None]
+    cases = []
+    for length in lengths:
+        for batch in batches:
+            feed = {s.name: _random_input(s, batch, length, rng, vocab) for s in specs}
+            desc = f"batch {batch}" + (f", time {length}" if length is not None else "")
+            cases.append(Case(desc, feed))
+    return cases
+
+
+def _random_input(spec: InputSpec, batch: int, length: int | None, rng, vocab: int | None) -> np.ndarray:
+    shape = []
+    for axis, dim in enumerate(spec.shape):
+        if axis == 0:
+            shape.append(batch)
+        elif isinstance(dim, int):
+            shape.append(dim)
+        elif axis == 1 and length is not None:
+            shape.append(length)
+        else:
+            raise InputError(
+                f"input {spec.name!r} has a free axis {axis} ({dim!r}) that edgeattn cannot size"
+            )
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind in "iu":
+        high = max(2, vocab or 2)
+        return rng.integers(1, high, size=shape).astype(dtype)
+    # Float samples cycle through three ranges: in-distribution for most models (U[0,1)), signed (U[-1,1)) and
+    # wide (N(0, 3)), which drives units into their non-linear ranges: a moved weight cannot hide there.
+    x = rng.random(shape, dtype=np.float64)
+    x[1::3] = 2.0 * x[1::3] - 1.0
+    x[2::3] = 3.0 * rng.standard_normal(x[2::3].shape)
+    return x.astype(dtype)
+
+
+def cases_from_file(path: str | os.PathLike, specs: list[InputSpec]) -> list[Case]:
+    """Inputs from an ``.npy`` (one input) or ``.npz`` (arrays named after the inputs, or one array)."""
+    path = os.fspath(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        arrays = {specs[0].name: loaded} if len(specs) == 1 else {}
+    else:
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
+        if len(specs) == 1 and len(arrays) == 1:
+            arrays = {specs[0].name: next(iter(arrays.values()))}
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        raise InputError(f"{path} lacks arrays for input(s) {', '.join(missing)}")
+    feed = {s.name: arrays[s.name].astype(s.dtype) for s in specs}
+    batch = next(iter(feed.values())).shape[0]
+    return [Case(f"{os.path.basename(path)} (batch {batch})", feed)]
+
+
+# -- comparison -------------------------------------------------------------------------------------------
+
+
+def keras_outputs(keras_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The Keras model's outputs as a list of arrays, inference mode."""
+    import keras
+
+    args = [feed[name] for name in feed]
+    result = keras_model(args[0] if len(args) == 1 else args, training=False)
+    result = result if isinstance(result, (list, tuple)) else [result]
+    return [np.asarray(keras.ops.convert_to_numpy(r)) for r in result]
+
+
+def compare(
+    reference_fn,
+    session,
+    cases: list[Case],
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> ParityReport:
+    """Run ``session`` (onnxruntime) and ``reference_fn(feed) -> [arrays]`` on every case and compare.
+
+    Outputs are matched by position: the ONNX model's i-th output against the reference's i-th.
+    """
+    names = [o.name for o in session.get_outputs()]
+    stats: dict[str, dict] = {
+        n: {"max_abs": 0.0, "max_rel": 0.0, "sum": 0.0, "count": 0, "worst": ("", 0), "passed": True}
+        for n in names
+    }
+    for case in cases:
+        got = session.run(names, case.feed)
+        want = reference_fn(case.feed)
+        if len(want) != len(got):
+            raise InputError(f"the ONNX model has {len(got)} outputs, the reference model {len(want)}")
+        for name, g, w in zip(names, got, want):
+            s = stats[name]
+            if g.shape != w.shape:
+                s["passed"] = False
+                s["max_abs"] = s["max_rel"] = float("inf")
+                s["worst"] = (f"{case.description}: shape {g.shape} vs {w.shape}", 0)
+                continue
+            diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+            ref = np.abs(w.astype(np.float64))
+            if not np.all(diff <= atol + rtol * ref) or not np.all(np.isfinite(g) == np.isfinite(w)):
+                s["passed"] = False
+            if diff.size:
+                flat = int(np.nanargmax(diff)) if np.isfinite(diff).any() else 0
+                worst = float(diff.flat[flat])
+                if worst > s["max_abs"] or s["count"] == 0:
+                    sample = int(np.unravel_index(flat, diff.shape)[0]) if diff.ndim else 0
+                    s["worst"] = (case.description, sample)
+                s["max_abs"] = max(s["max_abs"], worst)
+                s["max_rel"] = max(s["max_rel"], float(np.nanmax(diff / np.maximum(ref, 1e-12))))
+                s["sum"] += float(np.nansum(diff))
+                s["count"] += diff.size
+    outputs = [
+        OutputParity(
+            name=n,
+            max_abs=s["max_abs"],
+            max_rel=s["max_rel"],
+            mean_abs=s["sum"] / max(1, s["count"]),
+            worst_case=s["worst"][0],
+            worst_sample=s["worst"][1],
+            atol=atol,
+            rtol=rtol,
+            passed=s["passed"],
+        )
+        for n, s in stats.items()
+    ]
+    return ParityReport(
+        outputs=outputs, cases=[c.description for c in cases], provider=session.get_providers()[0]
+    )
+
+
+def open_session(model: onnx.ModelProto | str | os.PathLike, providers=None):
+    """An onnxruntime session on the model (bytes in memory, or a file), with standard-only optimizations."""
+    import onnxruntime as ort
+
+    from edgeattn.runtime import resolve_providers
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=resolve_providers(providers))
+
+
+def vocab_size(keras_model) -> int | None:
+    """The ``input_dim`` of the model's first Embedding layer (for valid token ids), if any."""
+    import keras
+
+    for layer in _walk_layers(keras_model):
+        if isinstance(layer, keras.layers.Embedding):
+            return int(layer.input_dim)
+    return None
+
+
+def _walk_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _walk_layers(layer)
+
+
+def verify_against_keras(
+    onnx_path: str | os.PathLike,
+    keras_src: str | os.PathLike,
+    batches=DEFAULT_BATCHES,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    inputs_file: str | os.PathLike | None = None,
+    seed: int = 0,
+    unsafe: bool = False,
+    providers=None,
+) -> ParityReport:
+    """Check ``onnx_path``'s structure, then its outputs against the Keras model in ``keras_src``."""
+    from edgeattn.layers import with_attention_output
+    from edgeattn.loading import load_model
+    from edgeattn.runtime import ATTENTION_OUTPUT
+
+    proto = load_onnx(onnx_path)
+    problems = graph.check_structure(proto)
+    loaded = load_model(keras_src, unsafe=unsafe)
+    keras_model = loaded.model
+    if ATTENTION_OUTPUT in [o.name for o in proto.graph.output]:
+        keras_model = with_attention_output(keras_model)
+    specs = input_specs(proto)
+    if inputs_file is not None:
+        cases = cases_from_file(inputs_file, specs)
+    else:
+        cases = make_cases(specs, batches=batches, seed=seed, vocab=vocab_size(keras_model))
+    report = compare(
+        lambda feed: keras_outputs(keras_model, feed),
+        open_session(proto, providers),
+        cases,
+        atol=atol,
+        rtol=rtol,
+    )
+    report.structure_problems = problems
+    return report
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file (no external data is followed) or raise InputError."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory, not an ONNX model")
+    try:
+        return onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise InputError(f"{path} is not an ONNX model ({type(exc).__name__})") from None

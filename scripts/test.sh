@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Lint and test edgeattn. Creates .venv (with the [export,dev] extras) when it is missing.
+#   scripts/test.sh              ruff + the fast tests
+#   scripts/test.sh -m slow      extra pytest arguments are passed on (here: only the slow tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_venv.sh "export,dev"
+start=$(date +%s)
+ruff check .
+ruff format --check .
+python -m pytest "$@"
+echo "scripts/test.sh: done in $(( $(date +%s) - start )) s"

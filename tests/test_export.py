@@ -1,0 +1,100 @@
+"""The export: structure of the graph, parity with Keras, metadata, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgeattn import graph
+from edgeattn.errors import CheckFailedError, OutputExistsError
+from edgeattn.export import ExportOptions, export
+
+
+def test_graph_is_standard_with_one_fused_lstm(seed_onnx_plain):
+    model = onnx.load(seed_onnx_plain)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("LSTM") == 1
+    assert not {"Loop", "Scan"} & set(ops)
+    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    assert graph.check_structure(model, expect_recurrent=1) == []
+    # The zero initial states tf2onnx builds from Shape/Expand are gone: the LSTM takes only x, W, R, B.
+    lstm = next(n for n in model.graph.node if n.op_type == "LSTM")
+    assert len(lstm.input) <= 4
+    assert len(model.graph.node) <= 25
+
+
+def test_batch_axis_is_dynamic_and_io_named(seed_onnx, seed_onnx_plain):
+    plain = onnx.load(seed_onnx_plain)
+    assert [i.name for i in plain.graph.input] == ["x"]
+    assert [o.name for o in plain.graph.output] == ["y"]
+    dims = plain.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and dims[1].dim_value == 10 and dims[2].dim_value == 1
+    assert [o.name for o in onnx.load(seed_onnx).graph.output] == ["y", "attention_weights"]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_onnx_matches_keras(seed_keras, seed_onnx_plain, batch):
+    import keras
+
+    model = keras.saving.load_model(seed_keras)
+    x = np.random.default_rng(batch).random((batch, 10, 1), dtype=np.float32)
+    got = ort.InferenceSession(str(seed_onnx_plain), providers=["CPUExecutionProvider"]).run(None, {"x": x})[
+        0
+    ]
+    want = np.asarray(model(x))
+    assert got.shape == want.shape == (batch, 1)
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_metadata_records_provenance(seed_keras, seed_onnx):
+    from edgeattn.export import sha256_of
+
+    meta = {p.key: p.value for p in onnx.load(seed_onnx).metadata_props}
+    assert meta["edgeattn.source"] == "seed.keras"
+    assert meta["edgeattn.source_sha256"] == sha256_of(seed_keras)
+    assert meta["edgeattn.opset"] == "17"
+    for key in ("keras_version", "tensorflow_version", "tf2onnx_version", "onnx_version", "version"):
+        assert meta[f"edgeattn.{key}"]
+    assert json.loads(meta["edgeattn.inputs"]) == [
+        {"name": "x", "shape": ["batch", 10, 1], "dtype": "float32"}
+    ]
+    assert json.loads(meta["edgeattn.parity"])["max_abs"] <= 1e-4
+    golden = json.loads(meta["edgeattn.golden"])
+    assert set(golden["outputs"]) == {"y", "attention_weights"}
+
+
+def test_existing_output_is_kept_without_force(seed_keras, tmp_path):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError):
+        export(seed_keras, out)
+    assert out.read_bytes() == b"precious"
+    export(seed_keras, out, ExportOptions(force=True, golden=False))
+    assert onnx.load(out).graph.node
+
+
+def test_failed_parity_writes_nothing(seed_keras, tmp_path):
+    out = tmp_path / "m.onnx"
+    with pytest.raises(CheckFailedError, match="parity"):
+        export(seed_keras, out, ExportOptions(atol=0.0, golden=False))  # float32 round-off exceeds zero
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_structure_check_reports_loops_and_vendor_ops(seed_onnx_plain):
+    model = onnx.load(seed_onnx_plain)
+    vendor = onnx.helper.make_node("FusedMatMul", ["y", "y"], ["z"], domain="com.microsoft", name="fmm")
+    model.graph.node.append(vendor)
+    model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    problems = graph.check_structure(model)
+    assert any("com.microsoft:FusedMatMul" in p for p in problems)
+    assert any("non-standard opset domain 'com.microsoft'" in p for p in problems)
+    lstm_less = onnx.load(seed_onnx_plain)
+    assert graph.check_structure(lstm_less, expect_recurrent=2) == [
+        "expected at least 2 fused recurrent node(s), found 1"
+    ]

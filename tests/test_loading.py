@@ -1,0 +1,101 @@
+"""Safe loading: the config is checked as data before Keras deserializes anything."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import keras
+import pytest
+
+from edgeattn.errors import InputError, UnsafeModelError
+from edgeattn.loading import check_config, read_config, rewrite_legacy
+
+
+def _keras_zip_with(tmp_path, config: dict):
+    path = tmp_path / "hostile.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+    return path
+
+
+def _functional(layers):
+    return {"module": "keras.src.models.functional", "class_name": "Functional",
+            "config": {"name": "m", "layers": layers}}  # fmt: skip
+
+
+def _lambda_model_that_writes(marker):
+    # The path is a constant inside the code (no closure), as in a hostile file; it runs when Keras rebuilds
+    # the layer's graph, i.e. while loading.
+    touch = eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]")
+    return keras.Sequential([keras.Input((3,)), keras.layers.Lambda(touch, name="evil")])
+
+
+def test_lambda_in_a_keras_file_is_refused_before_anything_runs(tmp_path):
+    from edgeattn.loading import load_model
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "lambda.keras"
+    _lambda_model_that_writes(str(marker)).save(path)
+    marker.unlink()
+    with pytest.raises(UnsafeModelError, match="Lambda layer 'evil'"):
+        load_model(path)
+    assert not marker.exists()
+    load_model(path, unsafe=True)  # the user asked: now the code does run
+    assert marker.exists()
+
+
+def test_nested_lambda_is_found():
+    inner = {"module": "keras", "class_name": "Sequential", "config": {"name": "inner", "layers": [
+        {"module": "keras.layers", "class_name": "Lambda", "config": {"name": "evil", "function": "x"}}]}}  # fmt: skip
+    with pytest.raises(UnsafeModelError, match="Lambda layer 'evil'"):
+        check_config(_functional([inner]))
+
+
+def test_config_naming_os_system_is_refused():
+    act = {"module": "os", "class_name": "function", "config": "system", "registered_name": "system"}
+    dense = {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "activation": act}}
+    with pytest.raises(UnsafeModelError, match=r"os\.system"):
+        check_config(_functional([dense]))
+
+
+def test_unknown_layer_class_is_refused_with_the_known_list():
+    layer = {"module": "keras.layers", "class_name": "TFSMLayer", "config": {"name": "outside"}}
+    with pytest.raises(UnsafeModelError, match="TFSMLayer is not a layer edgeattn knows"):
+        check_config(_functional([layer]))
+
+
+def test_unsafe_lets_it_through():
+    layer = {"module": "keras.layers", "class_name": "Lambda", "config": {"name": "l"}}
+    check_config(_functional([layer]), unsafe=True)
+
+
+def test_seed_model_config_is_accepted(tmp_path):
+    from edgeattn.tasks import build_seed_model
+
+    path = tmp_path / "seed.keras"
+    build_seed_model().save(path)
+    source = read_config(path)
+    assert check_config(source.config) == ["Functional", "InputLayer", "LSTM", "Attention", "Dense"]
+
+
+def test_not_a_model_files(tmp_path):
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="neither"):
+        read_config(empty)
+    half = tmp_path / "half.keras"
+    half.write_bytes(b"PK\x03\x04" + b"\0" * 20)
+    with pytest.raises(InputError, match="damaged or truncated"):
+        read_config(half)
+    with pytest.raises(InputError, match="is a directory"):
+        read_config(tmp_path)
+
+
+def test_rewrite_legacy_drops_time_major():
+    config = {
+        "class_name": "LSTM",
+        "config": {"units": 3, "time_major": False, "nested": [{"time_major": 1}]},
+    }
+    assert rewrite_legacy(config) == {"class_name": "LSTM", "config": {"units": 3, "nested": [{}]}}
