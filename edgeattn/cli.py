@@ -62,10 +62,10 @@ def cli(debug: bool) -> None:
 # -- train ------------------------------------------------------------------------------------------------
 
 
-@cli.command(context_settings=CONTEXT, short_help="Train the seed model on a synthetic task.")
+@cli.command(context_settings=CONTEXT, short_help="Train a model on a synthetic task.")
 @click.option(
     "--task",
-    type=click.Choice(["find-max"]),
+    type=click.Choice(["find-max", "kernel-regression"]),
     default="find-max",
     show_default=True,
     help="Synthetic task to train on.",
@@ -88,12 +88,16 @@ def cli(debug: bool) -> None:
 )
 @force_option
 def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: bool) -> None:
-    """Train the seed's model (LSTM(64) -> Attention(32) -> Dense(1)) on a synthetic task.
+    """Train a model on a synthetic task and save it as .keras.
 
     \b
-    find-max: x uniform in [0, 1) of shape (n, 10, 1); y = the largest value over time.
-    Example:
+    find-max           the seed's model, LSTM(64) -> Attention(32) -> Dense(1), on x uniform in [0, 1)
+                       of shape (n, 10, 1) with y = the largest value over time.
+    kernel-regression  Nadaraya-Watson kernel attention with a learned bandwidth on 50 pairs
+                       y = 2 sin(x) + x^0.8 + noise; each training query attends over the other pairs.
+    Examples:
       edgeattn train --task find-max --epochs 20 --seed 0 -o model.keras
+      edgeattn train --task kernel-regression --epochs 5 -o kernel.keras
     """
     import tempfile
 
@@ -111,7 +115,8 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
         )
         _emit(f"epoch {epoch:>{len(str(total))}}/{total}  {parts}", err=True)
 
-    _emit(f"training the seed model on {task}: {samples} samples, {epochs} epochs, seed {seed}", err=True)
+    what = "50 pairs" if task == "kernel-regression" else f"{samples} samples"
+    _emit(f"training on {task}: {what}, {epochs} epochs, seed {seed}", err=True)
     result = tasks.train(task, epochs=epochs, seed=seed, n_train=samples, on_epoch=progress)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "model.keras"
@@ -121,6 +126,9 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
         f"validation MAE {result.val_mae:.4f} (always predicting the mean: {result.baseline_mae:.4f}); "
         f"trained in {result.seconds:.1f} s"
     )
+    if task == "kernel-regression":
+        bandwidth = float(result.model.get_layer("nadaraya_watson").get_weights()[0][0])
+        _emit(f"learned bandwidth w = {bandwidth:.4f} (started at 1.0)")
     _emit(f"saved {output} ({output.stat().st_size:,} bytes)")
 
 
@@ -189,7 +197,7 @@ def export(
     for name, shape, dtype in s.outputs:
         _emit(f"  output  {name} {_shape(shape)} {dtype}")
     _emit(
-        f"  parity  max abs error {result.parity.max_abs:.2e} over {', '.join(result.parity.cases)} "
+        f"  parity  max abs error {result.parity.max_abs:.2e} over {result.parity.inputs} "
         f"(atol {atol:g}): pass"
     )
 
@@ -283,7 +291,7 @@ def verify(
     )
     for note in notes:
         _emit(note)
-    _emit(f"{model} vs {keras_src}: {len(report.cases)} cases ({', '.join(report.cases)}), {report.provider}")
+    _emit(f"{model} vs {keras_src}: {report.inputs}; {report.provider}")
     _emit(f"{'output':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10}  {'worst':<24} result")
     for o in report.outputs:
         worst = f"{o.worst_case} #{o.worst_sample}"
@@ -369,6 +377,23 @@ def _predictor(model: Path, provider: str | None = None):
         raise InputError(str(exc)) from None
 
 
+def _load_input(path: Path):
+    """An array from .npy, or a dict of arrays (one per model input) from .npz."""
+    import numpy as np
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        arrays = {k: loaded[k] for k in loaded.files}
+    return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+
+
 @cli.command(context_settings=CONTEXT, short_help="Run an ONNX model with onnxruntime (no TensorFlow).")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
@@ -397,12 +422,7 @@ def predict(model: Path, input_file: Path, output: Path, provider: str | None, f
 
     check_writable(output, force)
     predictor = _predictor(model, provider)
-    try:
-        x = np.load(input_file, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{input_file}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{input_file}: not a readable .npy file ({exc})") from None
+    x = _load_input(input_file)
     try:
         y = predictor.predict(x)
     except (TypeError, ValueError) as exc:
@@ -413,6 +433,46 @@ def predict(model: Path, input_file: Path, output: Path, provider: str | None, f
     np.save(buf, y, allow_pickle=False)
     write_atomic(output, buf.getvalue(), force=force)
     _emit(f"wrote {output}: {y.shape[0]} predictions of shape {y.shape[1:]} ({predictor.providers[0]})")
+
+
+# -- explain ----------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Show where the model looks: attention per sample.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw a heatmap (samples x time, the input series above it). Needs edgeattn[plot].",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(1, 10_000),
+    default=8,
+    show_default=True,
+    help="How many samples (from the start of INPUT) to explain.",
+)
+@force_option
+def explain(model: Path, input_file: Path, png: Path | None, samples: int, force: bool) -> None:
+    """Print each sample's prediction and its attention over time; optionally draw a heatmap.
+
+    \b
+    MODEL must be exported with --attention-weights. INPUT is .npy (or .npz, one array per input).
+    In the text, each step is a shade from ' ' (no weight) to '█' (the sample's largest weight).
+    Example:
+      edgeattn explain models/seed.onnx x.npy --png attention.png --samples 8
+    """
+    from edgeattn import explain as explain_lib
+    from edgeattn.files import check_writable, write_atomic
+
+    if png is not None:
+        check_writable(png, force)
+    result = explain_lib.explain(_predictor(model), _load_input(input_file), samples=samples)
+    _emit(explain_lib.render_text(result))
+    if png is not None:
+        write_atomic(png, explain_lib.render_png(result, title=f"{model.name}: attention"), force=force)
+        _emit(f"wrote {png}")
 
 
 # -- inspect ----------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class OutputParity:
 class ParityReport:
     outputs: list[OutputParity]
     cases: list[str]
+    inputs: str
     provider: str
     structure_problems: list[str] = field(default_factory=list)
 
@@ -91,6 +92,16 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
 class Case:
     description: str
     feed: dict[str, np.ndarray]
+    batch: int = 0
+    length: int | None = None
+
+
+def describe(cases: list[Case]) -> str:
+    """One line for a set of cases: the batch sizes and, where the time axis is free, the lengths."""
+    batches = sorted({c.batch for c in cases})
+    lengths = sorted({c.length for c in cases if c.length is not None})
+    text = f"{len(cases)} case(s): batch {', '.join(map(str, batches))}"
+    return text + (f" x time {', '.join(map(str, lengths))}" if lengths else "")
 
 
 def make_cases(
@@ -115,7 +126,7 @@ def make_cases(
         for batch in batches:
             feed = {s.name: _random_input(s, batch, length, rng, vocab) for s in specs}
             desc = f"batch {batch}" + (f", time {length}" if length is not None else "")
-            cases.append(Case(desc, feed))
+            cases.append(Case(desc, feed, batch, length))
     return cases
 
 
@@ -163,7 +174,7 @@ def cases_from_file(path: str | os.PathLike, specs: list[InputSpec]) -> list[Cas
         raise InputError(f"{path} lacks arrays for input(s) {', '.join(missing)}")
     feed = {s.name: arrays[s.name].astype(s.dtype) for s in specs}
     batch = next(iter(feed.values())).shape[0]
-    return [Case(f"{os.path.basename(path)} (batch {batch})", feed)]
+    return [Case(f"{os.path.basename(path)} (batch {batch})", feed, batch)]
 
 
 # -- comparison -------------------------------------------------------------------------------------------
@@ -236,7 +247,10 @@ def compare(
         for n, s in stats.items()
     ]
     return ParityReport(
-        outputs=outputs, cases=[c.description for c in cases], provider=session.get_providers()[0]
+        outputs=outputs,
+        cases=[c.description for c in cases],
+        inputs=describe(cases),
+        provider=session.get_providers()[0],
     )
 
 

@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/make_models.py [--epochs 30]
 
-Writes models/seed.keras, models/seed.onnx (with the attention_weights output) and prints the held-out
-figures that the README quotes.
+Writes models/seed.keras, models/seed.onnx (with the attention_weights output), docs/explain-seed.png,
+and prints the held-out figures that the README quotes.
 """
 
 from __future__ import annotations
@@ -50,9 +50,22 @@ def main() -> None:
         "--force",
     )
     edgeattn("export", str(keras_file), "-o", str(onnx_file), "--attention-weights", "--force")
+    # The README's picture: 8 fresh find-max samples explained (needs the [plot] extra).
+    from edgeattn.tasks import find_max_data
+
+    sample_file = ROOT / "docs" / "find-max-8.npy"
+    sample_file.parent.mkdir(exist_ok=True)
+    np.save(sample_file, find_max_data(8, seed=7)[0])
+    edgeattn(
+        "explain",
+        str(onnx_file),
+        str(sample_file),
+        "--png",
+        str(ROOT / "docs" / "explain-seed.png"),
+        "--force",
+    )
 
     from edgeattn.runtime import Predictor
-    from edgeattn.tasks import find_max_data
 
     x, y = find_max_data(10_000, seed=12_345)  # held out: a seed training never used
     pred, weights = Predictor(onnx_file).predict(x, return_attention=True)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Lint and test edgeattn. Creates .venv (with the [export,dev] extras) when it is missing.
+# Lint and test edgeattn. Creates .venv (with the [export,plot,dev] extras) when it is missing.
 #   scripts/test.sh              ruff + the fast tests
 #   scripts/test.sh -m slow      extra pytest arguments are passed on (here: only the slow tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/_venv.sh "export,dev"
+source scripts/_venv.sh "export,plot,dev"
 start=$(date +%s)
 ruff check .
 ruff format --check .

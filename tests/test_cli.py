@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 
 
-@pytest.mark.parametrize("command", ["train", "export", "verify", "predict", "inspect"])
+@pytest.mark.parametrize("command", ["train", "export", "verify", "predict", "inspect", "explain"])
 def test_help_shows_an_example(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0

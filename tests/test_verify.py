@@ -29,6 +29,7 @@ def test_verify_passes_a_faithful_export(seed_onnx, seed_keras, tmp_path):
     assert {o["name"] for o in data["outputs"]} == {"y", "attention_weights"}
     assert all(o["max_abs"] <= 1e-4 and "max_rel" in o for o in data["outputs"])
     assert data["cases"] == ["batch 1", "batch 7", "batch 64"]
+    assert data["inputs"] == "3 case(s): batch 1, 7, 64"
 
 
 def test_verify_catches_a_moved_weight(seed_onnx, seed_keras, tmp_path):

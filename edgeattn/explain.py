@@ -1,0 +1,127 @@
+"""Attention weights made visible: a compact text rendering and a heatmap image.
+
+Works on ONNX files exported with ``--attention-weights``, through the Predictor (no TensorFlow). Weights of
+shape (batch, time) (``Attention``) or (batch, n_queries, n_keys) (``NadarayaWatson``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeattn.errors import InputError, require
+from edgeattn.runtime import Predictor
+
+SHADES = " ▁▂▃▄▅▆▇█"
+MAX_TEXT_QUERIES = 4
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What the model predicted for each sample and where it looked."""
+
+    series: np.ndarray  # the first input, first feature: (samples, time) (or (samples, n_queries))
+    predictions: np.ndarray  # (samples, ...)
+    weights: np.ndarray  # (samples, time) or (samples, n_queries, n_keys)
+
+    @property
+    def peaks(self) -> np.ndarray:
+        """Index of the largest weight per sample (per query for kernel attention)."""
+        return self.weights.argmax(axis=-1)
+
+
+def explain(predictor: Predictor, x, samples: int | None = None) -> Explanation:
+    """Run ``predictor`` on ``x`` (an array, or a dict for several inputs) and collect the attention weights."""
+    if not predictor.has_attention:
+        raise InputError(
+            f"{os.path.basename(predictor.path)} has no attention_weights output",
+            hint="export it with: edgeattn export SRC -o MODEL.onnx --attention-weights",
+        )
+    if samples is not None:
+        x = {k: v[:samples] for k, v in x.items()} if isinstance(x, dict) else np.asarray(x)[:samples]
+    try:
+        prediction, weights = predictor.predict(x, return_attention=True)
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    first = next(iter(x.values())) if isinstance(x, dict) else np.asarray(x)
+    series = first.reshape(first.shape[0], first.shape[1], -1)[..., 0] if first.ndim >= 2 else first[:, None]
+    return Explanation(series=series.astype(np.float64), predictions=prediction, weights=weights)
+
+
+def _shade(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> str:
+    lo = float(values.min()) if lo is None else lo
+    hi = float(values.max()) if hi is None else hi
+    scale = (values - lo) / (hi - lo) if hi > lo else np.ones_like(values)
+    return "".join(SHADES[round(float(s) * (len(SHADES) - 1))] for s in np.clip(scale, 0.0, 1.0))
+
+
+def _value(prediction: np.ndarray) -> str:
+    flat = np.ravel(prediction)
+    return " ".join(f"{v:.4g}" for v in flat[:4]) + (" ..." if flat.size > 4 else "")
+
+
+def render_text(explanation: Explanation) -> str:
+    """One block per sample: the prediction, the input as shades, and the attention as shades (0 .. row max)."""
+    lines = []
+    for i, (pred, w) in enumerate(zip(explanation.predictions, explanation.weights)):
+        if w.ndim == 1:
+            peak = int(w.argmax())
+            lines.append(
+                f"sample {i}  prediction {_value(pred)}  attention peaks at t={peak} ({w[peak]:.2f})"
+            )
+            lines.append(f"  input      {_shade(explanation.series[i])}")
+            lines.append(f"  attention  {_shade(w, 0.0)}")
+        else:
+            lines.append(f"sample {i}  prediction {_value(pred)}")
+            for q in range(min(len(w), MAX_TEXT_QUERIES)):
+                peak = int(w[q].argmax())
+                lines.append(f"  query {q:<3} {_shade(w[q], 0.0)}  peak at key {peak} ({w[q, peak]:.2f})")
+            if len(w) > MAX_TEXT_QUERIES:
+                lines.append(f"  ... {len(w) - MAX_TEXT_QUERIES} more queries (see --png)")
+    return "\n".join(lines)
+
+
+def render_png(explanation: Explanation, title: str = "") -> bytes:
+    """A PNG: the input series above a heatmap of the weights (samples x time), peaks marked."""
+    require("matplotlib", "plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = explanation.weights
+    if w.ndim == 3:
+        fig, ax = plt.subplots(figsize=(8, 6))
+        image = ax.imshow(w[0], aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+        ax.set_title(title or "kernel attention weights, sample 0")
+        fig.colorbar(image, ax=ax, label="weight")
+    else:
+        n, steps = w.shape
+        fig, (top, bottom) = plt.subplots(
+            2, 1, figsize=(max(6, 0.5 * steps + 3), 3 + 0.35 * n + 2), sharex=True,
+            gridspec_kw={"height_ratios": [1, max(1.0, n / 6)]},
+        )  # fmt: skip
+        for i in range(n):
+            top.plot(range(steps), explanation.series[i], marker="o", markersize=3, linewidth=1, label=f"{i}")
+        top.set_ylabel("input")
+        top.set_title(title or "input series (top) and attention weights (bottom)")
+        if n <= 10:
+            top.legend(title="sample", fontsize=7, ncols=min(n, 5), loc="upper right")
+        image = bottom.imshow(w, aspect="auto", cmap="viridis", interpolation="nearest", vmin=0.0)
+        bottom.scatter(explanation.peaks, range(n), marker="x", color="red", s=30, label="attention peak")
+        bottom.scatter(explanation.series.argmax(axis=1), range(n), marker="o", facecolors="none",
+                       edgecolors="white", s=60, label="input max")  # fmt: skip
+        bottom.set_xlabel("time step")
+        bottom.set_ylabel("sample")
+        bottom.set_xticks(range(steps))
+        bottom.legend(fontsize=7, loc="upper right", framealpha=0.6)
+        fig.colorbar(image, ax=[top, bottom], label="attention weight", shrink=0.8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
