@@ -209,14 +209,14 @@ def _shape(shape) -> str:
 # -- verify -----------------------------------------------------------------------------------------------
 
 
-def _batches(value: str) -> tuple[int, ...]:
+def _ints(value: str) -> tuple[int, ...]:
     try:
-        batches = tuple(int(v) for v in value.split(","))
+        numbers = tuple(int(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of batch sizes") from None
-    if not batches or min(batches) < 1:
-        raise click.BadParameter("batch sizes must be >= 1")
-    return batches
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"{value!r}: sizes must be >= 1")
+    return numbers
 
 
 @cli.command(context_settings=CONTEXT, short_help="Prove the ONNX model computes what Keras computes.")
@@ -233,7 +233,17 @@ def _batches(value: str) -> tuple[int, ...]:
     help="Check the reference outputs stored in the model, with onnxruntime alone (no TensorFlow).",
 )
 @click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), help="Inputs to use (.npy/.npz).")
-@click.option("--batches", default="1,7,64", show_default=True, help="Batch sizes of the seeded inputs.")
+@click.option("--batches", default=None, help="Batch sizes of the seeded inputs.  [default: 1,7,N]")
+@click.option(
+    "--samples",
+    type=click.IntRange(1, 100_000),
+    default=64,
+    show_default=True,
+    help="Samples in the largest seeded batch (N).",
+)
+@click.option(
+    "--lengths", default=None, help="Time lengths to try where the time axis is free.  [default: 1,5,10,30]"
+)
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Absolute tolerance.")
 @click.option(
     "--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance (added to atol*)."
@@ -251,7 +261,9 @@ def verify(
     keras_src: Path | None,
     golden: bool,
     inputs_file: Path | None,
-    batches: str,
+    batches: str | None,
+    samples: int,
+    lengths: str | None,
     atol: float,
     rtol: float,
     seed: int,
@@ -282,7 +294,8 @@ def verify(
     report = verify_lib.verify_against_keras(
         model,
         keras_src,
-        batches=_batches(batches),
+        batches=_ints(batches) if batches else (1, 7, samples),
+        lengths=_ints(lengths) if lengths else None,
         atol=atol,
         rtol=rtol,
         inputs_file=inputs_file,
@@ -505,6 +518,11 @@ def inspect(model: Path, as_json: bool) -> None:
         "inputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.inputs],
         "outputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.outputs],
         "op_histogram": s.op_histogram,
+        "external_data": graph.external_data(proto),
+        "initializers": [
+            {"name": t.name, "shape": list(t.dims), "bytes": t.ByteSize()}
+            for t in sorted(proto.graph.initializer, key=lambda t: -t.ByteSize())
+        ],
         "metadata": meta,
     }
     if as_json:
@@ -518,6 +536,16 @@ def inspect(model: Path, as_json: bool) -> None:
     for n, sh, d in s.outputs:
         _emit(f"  output  {n} {_shape(sh)} {d}")
     _emit("  ops     " + ", ".join(f"{k} {v}" for k, v in s.op_histogram.items()))
+    largest = ", ".join(f"{i['name']} {i['shape']} {i['bytes']:,} B" for i in info["initializers"][:3])
+    _emit(f"  weights {len(info['initializers'])} initializers; largest: {largest}")
+    _emit(
+        "  data    "
+        + (
+            f"external: {', '.join(info['external_data'])}"
+            if info["external_data"]
+            else "all inside the file"
+        )
+    )
     for key, value in meta.items():
         _emit(f"  {key[len('edgeattn.') :]:<20} {value}")
 

@@ -286,6 +286,7 @@ def verify_against_keras(
     onnx_path: str | os.PathLike,
     keras_src: str | os.PathLike,
     batches=DEFAULT_BATCHES,
+    lengths=None,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     inputs_file: str | os.PathLike | None = None,
@@ -308,14 +309,19 @@ def verify_against_keras(
     if inputs_file is not None:
         cases = cases_from_file(inputs_file, specs)
     else:
-        cases = make_cases(specs, batches=batches, seed=seed, vocab=vocab_size(keras_model))
-    report = compare(
-        lambda feed: keras_outputs(keras_model, feed),
-        open_session(proto, providers),
-        cases,
-        atol=atol,
-        rtol=rtol,
-    )
+        cases = make_cases(specs, batches=batches, lengths=lengths, seed=seed, vocab=vocab_size(keras_model))
+    try:
+        session = open_session(proto, providers)
+    except Exception as exc:  # onnxruntime's own exception types
+        problems.append(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}")
+        return ParityReport(
+            outputs=[],
+            cases=[c.description for c in cases],
+            inputs=describe(cases),
+            provider="none",
+            structure_problems=problems,
+        )
+    report = compare(lambda feed: keras_outputs(keras_model, feed), session, cases, atol=atol, rtol=rtol)
     report.structure_problems = problems
     return report
 

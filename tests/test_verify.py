@@ -78,3 +78,45 @@ def test_verify_golden_fails_on_a_moved_weight(seed_onnx, tmp_path):
     result = run_cli("verify", broken, "--golden")
     assert result.returncode == 1
     assert "FAIL" in result.stdout
+
+
+def test_verify_fails_a_vendor_domain_node(seed_onnx, seed_keras, tmp_path):
+    model = onnx.load(seed_onnx)
+    relu = next(i for i, n in enumerate(model.graph.node) if n.op_type == "Tanh")
+    node = model.graph.node[relu]
+    node.op_type, node.domain = "FastGelu", "com.microsoft"
+    model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    broken = tmp_path / "vendor.onnx"
+    onnx.save(model, broken)
+    result = run_cli("verify", broken, "--keras", seed_keras)
+    assert result.returncode == 1
+    assert "com.microsoft:FastGelu" in result.stdout + result.stderr
+
+
+def test_verify_fails_a_wrong_opset_import(seed_onnx, seed_keras, tmp_path):
+    model = onnx.load(seed_onnx)
+    model.opset_import[0].version = 7  # Softmax/Squeeze/LSTM as used need a newer opset
+    broken = tmp_path / "opset.onnx"
+    onnx.save(model, broken)
+    result = run_cli("verify", broken, "--keras", seed_keras)
+    assert result.returncode in (1, 2)
+    assert result.returncode == 1, result.stderr
+    assert "onnx.checker" in result.stdout + result.stderr
+
+
+def test_verify_says_when_the_source_changed(seed_onnx, seed_keras, tmp_path):
+    import shutil
+
+    from edgeattn.tasks import build_seed_model
+
+    shutil.copy(seed_onnx, tmp_path / "seed.onnx")
+    build_seed_model(seed=11).save(tmp_path / "seed.keras")  # same name, other weights
+    result = run_cli("verify", tmp_path / "seed.onnx")
+    assert "is not the file that was exported (sha256 differs)" in result.stdout
+    assert result.returncode == 1  # and the numbers disagree
+
+
+def test_verify_samples_and_free_lengths_options(seed_onnx, seed_keras):
+    result = run_cli("verify", seed_onnx, "--keras", seed_keras, "--samples", "100")
+    assert result.returncode == 0, result.stderr
+    assert "batch 1, 7, 100" in result.stdout
