@@ -390,23 +390,6 @@ def _predictor(model: Path, provider: str | None = None):
         raise InputError(str(exc)) from None
 
 
-def _load_input(path: Path):
-    """An array from .npy, or a dict of arrays (one per model input) from .npz."""
-    import numpy as np
-
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy/.npz file ({exc})") from None
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        arrays = {k: loaded[k] for k in loaded.files}
-    return next(iter(arrays.values())) if len(arrays) == 1 else arrays
-
-
 @cli.command(context_settings=CONTEXT, short_help="Run an ONNX model with onnxruntime (no TensorFlow).")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
@@ -420,32 +403,45 @@ def _load_input(path: Path):
 @click.option(
     "--provider", help="Execution provider: cpu, cuda, tensorrt, coreml, ... (default: best available)."
 )
+@click.option("--attention", is_flag=True, help="Also write the attention weights.")
 @force_option
-def predict(model: Path, input_file: Path, output: Path, provider: str | None, force: bool) -> None:
-    """Run an ONNX model on an input array with onnxruntime (no TensorFlow).
+def predict(
+    model: Path, input_file: Path, output: Path, provider: str | None, attention: bool, force: bool
+) -> None:
+    """Run an ONNX model on inputs with onnxruntime (no TensorFlow) and write the predictions.
 
     \b
-    INPUT is a .npy array of shape (batch, time, features) for the seed model.
-    Example:
+    INPUT: .npy; .npz (one array, or one per model input); .csv (one sample per row, reshaped to the
+    model's per-sample shape, e.g. 10 values per row for the seed model); .json or '-' (JSON on stdin).
+    OUTPUT: .npy, .csv or .json, by suffix. With --attention the weights are written too: into the .json,
+    or beside a .npy/.csv as OUTPUT-STEM.attention_weights.npy/.csv. Nothing is written if INPUT is refused.
+    Examples:
       edgeattn predict model.onnx x.npy -o y.npy
+      edgeattn predict model.onnx x.csv -o y.json --attention
+      echo '[[[0.1],[0.9],[0.2],[0.3],[0.4],[0.5],[0.6],[0.7],[0.8],[0.0]]]' | edgeattn predict model.onnx - -o y.json
     """
-    import numpy as np
-
+    from edgeattn.arrays import encode_outputs, read_input
     from edgeattn.files import check_writable, write_atomic
 
-    check_writable(output, force)
     predictor = _predictor(model, provider)
-    x = _load_input(input_file)
+    if attention and not predictor.has_attention:
+        raise InputError(
+            f"{model} has no attention_weights output", hint="export it with --attention-weights"
+        )
+    x = read_input(input_file, predictor.inputs)
     try:
-        y = predictor.predict(x)
+        outputs = predictor.predict(x, return_attention=attention)
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc)) from None
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, y, allow_pickle=False)
-    write_atomic(output, buf.getvalue(), force=force)
-    _emit(f"wrote {output}: {y.shape[0]} predictions of shape {y.shape[1:]} ({predictor.providers[0]})")
+    named = {"y": outputs[0], "attention_weights": outputs[1]} if attention else {"y": outputs}
+    files = encode_outputs(output, named)
+    for path in files:
+        check_writable(path, force)
+    for path, data in files.items():
+        write_atomic(path, data, force=force)
+    y = named["y"]
+    where = ", ".join(str(p) for p in files)
+    _emit(f"wrote {where}: {y.shape[0]} predictions of shape {y.shape[1:]} ({predictor.providers[0]})")
 
 
 # -- explain ----------------------------------------------------------------------------------------------
@@ -481,7 +477,10 @@ def explain(model: Path, input_file: Path, png: Path | None, samples: int, force
 
     if png is not None:
         check_writable(png, force)
-    result = explain_lib.explain(_predictor(model), _load_input(input_file), samples=samples)
+    from edgeattn.arrays import read_input
+
+    predictor = _predictor(model)
+    result = explain_lib.explain(predictor, read_input(input_file, predictor.inputs), samples=samples)
     _emit(explain_lib.render_text(result))
     if png is not None:
         write_atomic(png, explain_lib.render_png(result, title=f"{model.name}: attention"), force=force)

@@ -1,0 +1,97 @@
+"""Arrays in and out of files for the CLI: .npy, .npz, .csv and JSON (numpy only).
+
+Inputs: ``.npy``; ``.npz`` (one array, or one per model input named after it); ``.csv`` (one sample per row,
+reshaped to the model's fixed per-sample shape); ``-`` for JSON on stdin (nested lists, or an object of them
+keyed by input name). Outputs by suffix: ``.npy``, ``.csv`` or ``.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgeattn.errors import InputError
+
+
+def read_input(path: Path, specs=()):
+    """An array, or a dict of arrays for several inputs. ``specs``: the model's inputs (for .csv shapes)."""
+    if str(path) == "-":
+        return _from_json(sys.stdin.read(), "stdin")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not an input file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _from_csv(path, specs)
+    if suffix == ".json":
+        return _from_json(path.read_text(), str(path))
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        arrays = {k: loaded[k] for k in loaded.files}
+    if not arrays:
+        raise InputError(f"{path} holds no arrays")
+    return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+
+
+def _from_json(text: str, where: str):
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc})") from None
+    if isinstance(data, dict):
+        return {k: np.asarray(v) for k, v in data.items()}
+    if not isinstance(data, list):
+        raise InputError(f"{where}: expected a list of samples (or an object of them by input name)")
+    return data
+
+
+def _from_csv(path: Path, specs) -> np.ndarray:
+    if len(specs) != 1:
+        raise InputError(f"{path}: a CSV input needs a model with one input")
+    per_sample = specs[0].shape[1:]
+    if not all(isinstance(d, int) for d in per_sample):
+        raise InputError(f"{path}: CSV rows cannot be shaped for a free axis {specs[0].shape}; use .npy")
+    try:
+        rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a numeric CSV ({exc})") from None
+    size = int(np.prod(per_sample))
+    if rows.shape[1] != size:
+        raise InputError(
+            f"{path}: rows have {rows.shape[1]} values; the model takes {size} per sample {per_sample}"
+        )
+    return rows.reshape((rows.shape[0], *per_sample))
+
+
+def encode_outputs(path: Path, outputs: dict[str, np.ndarray]) -> dict[Path, bytes]:
+    """The bytes to write for ``outputs`` (first: the prediction) at ``path``, by its suffix.
+
+    ``.json`` holds every output in one object; ``.npy`` and ``.csv`` hold the prediction, and each further
+    output goes to a file beside it (``y.attention_weights.npy``).
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = {name: array.tolist() for name, array in outputs.items()}
+        return {path: (json.dumps(data) + "\n").encode()}
+    if suffix not in (".npy", ".csv"):
+        raise InputError(f"{path}: the output must end in .npy, .csv or .json")
+    files = {}
+    for i, (name, array) in enumerate(outputs.items()):
+        target = path if i == 0 else path.with_name(f"{path.stem}.{name}{suffix}")
+        buf = io.BytesIO()
+        if suffix == ".npy":
+            np.save(buf, array, allow_pickle=False)
+        else:
+            np.savetxt(buf, array.reshape(array.shape[0], -1), delimiter=",", fmt="%.9g")
+        files[target] = buf.getvalue()
+    return files
