@@ -8,7 +8,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
   py="$(command -v python3.11 || command -v python3)"
   echo "creating $venv with $($py --version)" >&2
   "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1
 fi
 stamp="$venv/.edgeattn-install"
 hash="$(sha256sum "$root/pyproject.toml" | cut -c1-16)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from edgeattn.runtime import Predictor
 
@@ -47,7 +47,7 @@ def test_shipped_model_looks_at_the_maximum():
     from edgeattn.tasks import find_max_data
 
     x, _ = find_max_data(1000, seed=99)
-    _, w = Predictor("models/seed.onnx").predict(x, return_attention=True)
+    _, w = Predictor(ROOT / "models" / "seed.onnx").predict(x, return_attention=True)
     share = float(np.mean(w.argmax(axis=1) == x[:, :, 0].argmax(axis=1)))
     assert share > 0.9
 
