@@ -325,11 +325,9 @@ def _source_from_metadata(model: Path) -> tuple[Path, str]:
     from edgeattn.verify import load_onnx
 
     meta = {p.key: p.value for p in load_onnx(model).metadata_props}
-    name, recorded, digest = (
-        meta.get("edgeattn.source"),
-        meta.get("edgeattn.source_path"),
-        meta.get("edgeattn.source_sha256"),
-    )
+    name = meta.get("edgeattn.source")
+    recorded = meta.get("edgeattn.source_path")
+    digest = meta.get("edgeattn.source_sha256")
     if not name:
         raise InputError(f"{model} records no source model", hint="pass the Keras file with --keras SRC")
     candidates = [model.parent / name] + ([Path(recorded)] if recorded else [])

@@ -160,22 +160,8 @@ def count_recurrent_layers(keras_model) -> int:
     """How many fused recurrent nodes the export must hold (a Bidirectional counts once: one node)."""
     import keras
 
-    count = 0
-    for layer in verify._walk_layers(keras_model):
-        if isinstance(layer, keras.layers.Bidirectional) or (
-            isinstance(layer, keras.layers.RNN) and not _inside_bidirectional(layer, keras_model)
-        ):
-            count += 1
-    return count
-
-
-def _inside_bidirectional(layer, keras_model) -> bool:
-    import keras
-
-    return any(
-        isinstance(outer, keras.layers.Bidirectional) and layer in (outer.forward_layer, outer.backward_layer)
-        for outer in verify._walk_layers(keras_model)
-    )
+    recurrent = (keras.layers.RNN, keras.layers.Bidirectional)
+    return sum(1 for layer in verify.walk_layers(keras_model) if isinstance(layer, recurrent))
 
 
 def _time_free(keras_model) -> bool:

@@ -270,16 +270,17 @@ def vocab_size(keras_model) -> int | None:
     """The ``input_dim`` of the model's first Embedding layer (for valid token ids), if any."""
     import keras
 
-    for layer in _walk_layers(keras_model):
+    for layer in walk_layers(keras_model):
         if isinstance(layer, keras.layers.Embedding):
             return int(layer.input_dim)
     return None
 
 
-def _walk_layers(model):
+def walk_layers(model):
+    """Every layer of a Keras model, descending into nested models (not into wrappers such as Bidirectional)."""
     for layer in getattr(model, "layers", []):
         yield layer
-        yield from _walk_layers(layer)
+        yield from walk_layers(layer)
 
 
 def verify_against_keras(
