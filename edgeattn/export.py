@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeattn import __version__, graph, verify
+from edgeattn import __version__, graph, recurrent, verify
 from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError, require
 from edgeattn.files import check_writable, write_atomic
 
@@ -78,7 +78,15 @@ def export(
         except ValueError as exc:
             raise UnsupportedModelError(str(exc)) from None
 
-    proto = convert(keras_model, options.opset)
+    problems = recurrent.unsupported(keras_model)
+    if problems:
+        raise UnsupportedModelError(
+            f"cannot export: {problems[0]}",
+            hint=_more(problems) or "see the README's table of supported layers; nothing was written",
+        )
+    stand_in, directions = recurrent.stand_in(keras_model)
+    proto = convert(stand_in, options.opset, like=keras_model)
+    recurrent.swap_nodes(proto, directions)
     before = len(proto.graph.node)
     output_names = _name_outputs(proto, options.attention_weights)
     graph.drop_zero_initial_states(proto)
@@ -119,13 +127,17 @@ def export(
     )
 
 
-def convert(keras_model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The raw tf2onnx conversion, with an explicit input signature (batch axis free)."""
+def convert(keras_model, opset: int = DEFAULT_OPSET, like=None) -> onnx.ModelProto:
+    """The raw tf2onnx conversion, with an explicit input signature (batch axis free).
+
+    ``like``: the model whose input names the signature takes (default: ``keras_model``).
+    """
     tf = require("tensorflow", "export")
     tf2onnx = require("tf2onnx", "export")
+    like = like if like is not None else keras_model
     signature = [
-        tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.as_dtype(t.dtype), name=_input_name(t, i, keras_model))
-        for i, t in enumerate(keras_model.inputs)
+        tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.as_dtype(t.dtype), name=_input_name(t, i, like))
+        for i, t in enumerate(like.inputs)
     ]
     try:
         proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)

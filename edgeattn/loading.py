@@ -273,10 +273,36 @@ def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
         legacy_scope = saving_options.keras_option_scope(use_legacy_config=True)
         with legacy_scope, serialization_lib.SafeModeScope(not unsafe):
             model = saving_utils.model_from_config(config, custom_objects=custom)
-            legacy_h5_format.load_weights_from_hdf5_group(
-                legacy_h5_format.safe_get_h5_group(f, "model_weights"), model
-            )
+            weights = legacy_h5_format.safe_get_h5_group(f, "model_weights")
+            legacy_h5_format.load_weights_from_hdf5_group(weights, model)
+            _attention_weights_by_name(weights, model)
     return model
+
+
+# The ``attention`` package 4.1 named the Luong matrix ``attention_score_vec``; 5.0.0 calls it ``luong_w``.
+SUBLAYER_ALIASES = {"attention_score_vec": "luong_w"}
+
+
+def _attention_weights_by_name(group, model) -> None:
+    """Set each Attention layer's kernels by their stored sub-layer names, not by their order in the file."""
+    from edgeattn.layers import Attention
+
+    for layer in model.layers:
+        if not isinstance(layer, Attention) or layer.name not in group:
+            continue
+        stored = group[layer.name]
+        for name in stored.attrs.get("weight_names", []):
+            name = name.decode("utf-8") if hasattr(name, "decode") else str(name)
+            parts = name.split("/")
+            sub = SUBLAYER_ALIASES.get(parts[-2], parts[-2]) if len(parts) >= 2 else ""
+            target = getattr(layer, sub, None)
+            value = stored[name][()]
+            if target is None or tuple(target.kernel.shape) != value.shape:
+                raise UnsupportedModelError(
+                    f"Attention layer {layer.name!r}: the stored weight {name!r} {value.shape} has no "
+                    f"matching sub-layer (expected {[w.path for w in layer.weights]})"
+                )
+            target.kernel.assign(value)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ prints.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -185,7 +186,10 @@ def keras_outputs(keras_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     import keras
 
     args = [feed[name] for name in feed]
-    result = keras_model(args[0] if len(args) == 1 else args, training=False)
+    with warnings.catch_warnings():
+        # Keras 2 configs list a single input as [input]; Keras 3 warns about the structure, harmlessly.
+        warnings.filterwarnings("ignore", message="The structure of `inputs`")
+        result = keras_model(args[0] if len(args) == 1 else args, training=False)
     result = result if isinstance(result, (list, tuple)) else [result]
     return [np.asarray(keras.ops.convert_to_numpy(r)) for r in result]
 
