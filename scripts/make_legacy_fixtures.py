@@ -144,12 +144,12 @@ def _marker_models(tf, L) -> None:
     import tempfile
 
     # A plain lambda so that Keras marshals its bytecode into the file (a named function would be saved by name).
-    code = lambda x: (
+    code = lambda x: (  # noqa: E731
         __import__("pathlib")
         .Path(__import__("os").environ.get("EDGEATTN_MARKER", "edgeattn-marker"))
         .write_text("code ran"),
         x,
-    )[1]  # noqa: E731
+    )[1]
     inp = L.Input((12, 3))
     h = L.LSTM(8)(L.Lambda(code)(inp))
     tf.keras.Model(inp, L.Dense(1)(h)).save(OUT / "lambda.h5")
