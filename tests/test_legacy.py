@@ -132,6 +132,16 @@ def _zoo():
             ],
             {"RNN": 1},
         ),
+        "bidirectional-gru-mul-lstm-ave": (
+            (10, 3),
+            [
+                L.Bidirectional(L.GRU(5, return_sequences=True), merge_mode="mul"),
+                L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode="ave"),
+                Attention(4),
+                L.Dense(1),
+            ],
+            {"GRU": 1, "LSTM": 1},
+        ),
         "stacked-gru-lstm-simplernn": (
             (None, 3),
             [
