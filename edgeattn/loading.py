@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeattn.errors import InputError, UnsafeModelError, UnsupportedModelError, require
+from edgeattn.errors import EdgeAttnError, InputError, UnsafeModelError, UnsupportedModelError, require
 
 # Keras layer classes that edgeattn loads and exports. Anything else is refused unless --unsafe.
 KERAS_LAYERS = frozenset(
@@ -253,6 +253,8 @@ def load_model(path: str | os.PathLike, unsafe: bool = False) -> LoadedModel:
             )
         else:
             model = _load_h5(source, custom, unsafe)
+    except EdgeAttnError:
+        raise
     except Exception as exc:
         raise UnsupportedModelError(
             f"{source.path}: Keras could not build the model: {_first_line(exc)}",
@@ -274,7 +276,15 @@ def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
         with legacy_scope, serialization_lib.SafeModeScope(not unsafe):
             model = saving_utils.model_from_config(config, custom_objects=custom)
             weights = legacy_h5_format.safe_get_h5_group(f, "model_weights")
-            legacy_h5_format.load_weights_from_hdf5_group(weights, model)
+            stored = {
+                name
+                for name in legacy_h5_format.load_attributes_from_hdf5_group(weights, "layer_names")
+                if legacy_h5_format.load_attributes_from_hdf5_group(weights[name], "weight_names")
+            }
+            missing = [layer.name for layer in model.layers if layer.weights and layer.name not in stored]
+            if missing:
+                raise UnsupportedModelError(f"{source.path} holds no weights for the layer {missing[0]!r}")
+            legacy_h5_format.load_weights_from_hdf5_group_by_name(weights, model)
             _attention_weights_by_name(weights, model)
     return model
 
