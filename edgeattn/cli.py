@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from edgeattn import __version__
+from edgeattn import __version__, sandbox
 from edgeattn.errors import CheckFailedError, EdgeAttnError, InputError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -382,6 +382,10 @@ def _predictor(model: Path, provider: str | None = None):
 
     if not model.exists():
         raise InputError(f"{model}: no such file")
+    if model.is_dir():
+        raise InputError(f"{model} is a directory, not an ONNX model")
+    if sandbox.enabled():
+        sandbox.parse("onnx", model)
     try:
         return Predictor(model, providers=[provider] if provider else None)
     except ValueError as exc:
@@ -559,8 +563,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         _emit("error: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        _emit(f"error: {exc.format_message()}", err=True)
+        command = exc.ctx.command_path if exc.ctx else "edgeattn"
+        _emit(f"hint: `{command} --help` shows the arguments and options", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        _emit(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except EdgeAttnError as exc:
         if debug:

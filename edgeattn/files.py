@@ -25,8 +25,14 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"{folder}: the folder is not writable")
+    probe = folder / f".{path.name}{TMP_MARK}{os.getpid()}"
+    try:  # os.access is not enough: root passes it on read-only mounts
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except FileExistsError:
+        pass  # our own temporary file from a moment ago: the folder is writable
+    except OSError as exc:
+        raise InputError(f"{folder}: the folder is not writable ({exc.strerror})") from None
     return path
 
 

@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeattn import sandbox
 from edgeattn.errors import EdgeAttnError, InputError, UnsafeModelError, UnsupportedModelError, require
 
 # Keras layer classes that edgeattn loads and exports. Anything else is refused unless --unsafe.
@@ -79,8 +80,12 @@ class ModelConfig:
         return bool(self.keras_version) and self.keras_version.split(".")[0] in {"1", "2"}
 
 
-def read_config(path: str | os.PathLike) -> ModelConfig:
-    """Read the model config of a ``.keras`` or ``.h5`` file as JSON, running nothing."""
+def read_config(path: str | os.PathLike, contain: bool = True) -> ModelConfig:
+    """Read the model config of a ``.keras`` or ``.h5`` file as JSON, running nothing.
+
+    With ``contain`` (and unless ``EDGEATTN_CONTAIN=0``), the file is parsed in a child process first, with
+    a time and memory limit (see ``edgeattn.sandbox``).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -88,10 +93,11 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
         raise InputError(f"{path} is a directory, not a model file", hint="give a .keras or .h5 file")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if head.startswith(b"PK"):
-        return _read_keras_zip(path)
-    if head == b"\x89HDF\r\n\x1a\n":
-        return _read_h5(path)
+    if head.startswith(b"PK") or head == b"\x89HDF\r\n\x1a\n":
+        if contain and sandbox.enabled():
+            reply = sandbox.parse("model", path)
+            return ModelConfig(path, reply["format"], reply["config"], reply["keras_version"])
+        return _read_keras_zip(path) if head.startswith(b"PK") else _read_h5(path)
     raise InputError(
         f"{path} is neither a .keras (zip) nor an .h5 (HDF5) model file",
         hint="edgeattn reads Keras models saved with model.save('model.keras') or model.save('model.h5')",
@@ -215,7 +221,7 @@ def _judge(node: dict, cls: str, is_layer: bool) -> str | None:
             return None
         if isinstance(module, str) and module.startswith(KERAS_OP_MODULE):
             return None
-        return f"{cls} is not a layer edgeattn knows (known: {', '.join(sorted(LAYER_REGISTRY))})"
+        return f"{cls} is not a layer edgeattn knows (the README lists the supported layers)"
     if module is None and cls not in KNOWN_OBJECTS and cls not in LAYER_REGISTRY:
         return f"{cls} is not a Keras object edgeattn knows"
     return None

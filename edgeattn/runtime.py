@@ -19,6 +19,7 @@ import base64
 import io
 import json
 import logging
+import mmap
 import os
 from dataclasses import dataclass
 
@@ -104,6 +105,75 @@ def _spec(node) -> TensorSpec:
     return TensorSpec(node.name, shape, np.dtype(_ORT_DTYPES.get(node.type, np.float32)))
 
 
+def check_external_data(path: str | os.PathLike, model=None) -> list[str]:
+    """Refuse (``ValueError``) an ONNX file whose external data could resolve outside its own folder.
+
+    Every tensor stored outside the file must name a relative path with no ``..``, inside the model's folder,
+    that is a regular file reached through no symbolic link and with no second hard link. Checked before
+    onnxruntime or onnx follows anything. Returns the locations (relative), empty for a self-contained file.
+    A file without the protobuf key ``location`` holds no external data and is not parsed here (cheap).
+    """
+    path = os.fspath(path)
+    if model is None:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                return []
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if data.find(b"location") < 0:
+                    return []
+        import onnx  # only for files that may point outside themselves
+
+        try:
+            model = onnx.load(path, load_external_data=False)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise ValueError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    locations = sorted(set(_external_locations(model.graph)))
+    for location in locations:
+        problem = _outside(folder, location)
+        if problem:
+            raise ValueError(f"{path}: external data {location!r} {problem}; refused before reading it")
+    return locations
+
+
+def _external_locations(graph):
+    tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            tensors.extend([attr.t] if attr.HasField("t") else [])
+            tensors.extend(attr.tensors)
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _external_locations(sub)
+    for tensor in tensors:
+        if tensor.data_location == 1:  # TensorProto.EXTERNAL
+            entries = {e.key: e.value for e in tensor.external_data}
+            yield entries.get("location", "")
+
+
+def _outside(folder: str, location: str) -> str | None:
+    """Why ``location`` (relative to ``folder``) is not safe to read, or None."""
+    if not location or "\x00" in location:
+        return "is empty or malformed"
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location.split("/")[0]:
+        return "is an absolute path"
+    parts = location.replace("\\", "/").split("/")
+    if ".." in parts:
+        return "climbs out of the model's folder (..)"
+    current = folder
+    for part in parts:
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return "goes through a symbolic link"
+    if not os.path.realpath(current).startswith(folder + os.sep):
+        return "resolves outside the model's folder"
+    if not os.path.isfile(current):
+        return "is missing (or not a regular file)"
+    if os.stat(current).st_nlink > 1:
+        return "has more than one hard link (it may be a file from elsewhere)"
+    return None
+
+
 def _decode_array(blob: str) -> np.ndarray:
     return np.load(io.BytesIO(base64.b64decode(blob)), allow_pickle=False)
 
@@ -134,6 +204,7 @@ class Predictor:
             raise FileNotFoundError(f"model not found: {self.path}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_external_data(self.path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.inter_op_num_threads = 1

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from edgeattn import graph
-from edgeattn.errors import InputError
+from edgeattn import graph, sandbox
+from edgeattn.errors import InputError, UnsafeModelError
+from edgeattn.runtime import check_external_data
 
 DEFAULT_BATCHES = (1, 7, 64)
 DEFAULT_ATOL = 1e-4
@@ -331,14 +332,29 @@ def verify_against_keras(
     return report
 
 
-def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an ONNX file (no external data is followed) or raise InputError."""
+def load_onnx(path: str | os.PathLike, contain: bool = True) -> onnx.ModelProto:
+    """Read an ONNX file (no external data is followed) or raise InputError / UnsafeModelError.
+
+    With ``contain``, the file is first parsed and opened by onnxruntime in a child process with a time and
+    memory limit (``edgeattn.sandbox``); its external data must stay inside the model's folder.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     if os.path.isdir(path):
         raise InputError(f"{path} is a directory, not an ONNX model")
+    if contain and sandbox.enabled():
+        sandbox.parse("onnx", path)
     try:
-        return onnx.load(path, load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends
         raise InputError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node and not model.graph.output:
+        raise InputError(f"{path} holds no ONNX graph (an empty file, or not ONNX)")
+    try:
+        check_external_data(path, model)
+    except ValueError as exc:
+        raise UnsafeModelError(
+            str(exc), hint="keep the model and its data files together in one folder"
+        ) from None
+    return model

@@ -1,0 +1,152 @@
+"""Containment: untrusted files are first parsed in a child process with a time and a memory limit.
+
+A crafted HDF5, zip or ONNX file can crash (segfault), hang or exhaust the memory of the C libraries that read
+it (h5py/HDF5, protobuf, onnxruntime). edgeattn parses each model file once in a child process: the whole
+``.h5`` (config and every dataset, also the weights file inside a ``.keras`` zip) or the whole ONNX graph
+(``onnx.load``, the external-data check, an onnxruntime session). Only when the child finished cleanly does the
+CLI's own process touch the file; a crash, hang or memory blow-up in the child becomes one clear error.
+
+The limits: ``EDGEATTN_PARSE_TIMEOUT`` seconds (default 120) and ``EDGEATTN_PARSE_MEMORY_MB`` of address
+space (default 8192). ``EDGEATTN_CONTAIN=0`` parses in-process instead (trusted files, a little faster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from edgeattn import errors
+
+READERS = {"model": "HDF5/zip", "onnx": "ONNX/onnxruntime"}
+
+
+def enabled() -> bool:
+    return os.environ.get("EDGEATTN_CONTAIN", "1") != "0"
+
+
+def _limits() -> tuple[float, int]:
+    try:
+        timeout = float(os.environ.get("EDGEATTN_PARSE_TIMEOUT", "120"))
+        memory_mb = int(os.environ.get("EDGEATTN_PARSE_MEMORY_MB", "8192"))
+    except ValueError:
+        raise errors.InputError(
+            "EDGEATTN_PARSE_TIMEOUT must be seconds and EDGEATTN_PARSE_MEMORY_MB a whole number"
+        ) from None
+    return timeout, memory_mb
+
+
+def parse(kind: str, path: str | os.PathLike) -> dict:
+    """Parse ``path`` as ``kind`` ("model" or "onnx") in a contained child process; returns its reply.
+
+    Raises the ``EdgeAttnError`` kind the child raised, or ``InputError`` when it crashed, hung or ran out of
+    memory.
+    """
+    path = os.fspath(path)
+    timeout, memory_mb = _limits()
+
+    def limit() -> None:  # runs in the child, before it starts Python
+        import resource
+
+        size = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "edgeattn.sandbox", kind, path]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, preexec_fn=limit, env=env)
+    except subprocess.TimeoutExpired:
+        raise errors.InputError(
+            f"{path}: reading it did not finish within {timeout:g} s (the {READERS[kind]} reader hung)",
+            hint="a crafted file can hang a reader; for a huge trusted file raise EDGEATTN_PARSE_TIMEOUT",
+        ) from None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise errors.InputError(
+            f"{path} crashed the {READERS[kind]} reader ({name}): the file is malformed or crafted",
+            hint="the crash was contained in a child process; nothing was written",
+        )
+    lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        reply = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        cause = tail[-1] if tail else f"exit status {done.returncode}"
+        if "MemoryError" in cause or "bad_alloc" in cause:
+            cause = f"it needs more than {memory_mb} MB (EDGEATTN_PARSE_MEMORY_MB)"
+        raise errors.InputError(f"{path}: the {READERS[kind]} reader failed: {cause}") from None
+    if "error" in reply:
+        kind_of = getattr(errors, reply.get("kind", ""), errors.InputError)
+        if not (isinstance(kind_of, type) and issubclass(kind_of, errors.EdgeAttnError)):
+            kind_of = errors.InputError
+        raise kind_of(reply["error"], hint=reply.get("hint"))
+    return reply
+
+
+# -- the child --------------------------------------------------------------------------------------------
+
+
+def _read_everything_h5(source) -> None:
+    """Read every dataset of an HDF5 file (path or file object): what Keras will read, and then some."""
+    import h5py
+
+    def visit(_name, obj):
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+
+    with h5py.File(source, "r") as f:
+        f.visititems(visit)
+
+
+def _child_model(path: str) -> dict:
+    import io
+    import zipfile
+
+    from edgeattn.loading import read_config
+
+    config = read_config(path, contain=False)
+    if config.format == "h5":
+        _read_everything_h5(path)
+    else:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if name.endswith(".h5"):
+                    _read_everything_h5(io.BytesIO(zf.read(name)))
+    return {"format": config.format, "config": config.config, "keras_version": config.keras_version}
+
+
+def _child_onnx(path: str) -> dict:
+    import onnxruntime as ort
+
+    from edgeattn.verify import load_onnx
+
+    model = load_onnx(path, contain=False)  # protobuf parse + the external-data check
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.intra_op_num_threads = 1
+    try:
+        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a refusal is not a crash: the caller reports it in its own words
+        text = str(exc).strip().splitlines()
+        return {"nodes": len(model.graph.node), "onnxruntime_error": text[0] if text else type(exc).__name__}
+    return {"nodes": len(model.graph.node)}
+
+
+def _child(kind: str, path: str) -> None:
+    try:
+        reply = {"model": _child_model, "onnx": _child_onnx}[kind](path)
+    except errors.EdgeAttnError as exc:
+        reply = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
+    except MemoryError:
+        reply = {"error": f"{path}: reading it needs more memory than the limit (EDGEATTN_PARSE_MEMORY_MB)"}
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        reply = {"error": f"{path} could not be read: {type(exc).__name__}: {text[0] if text else ''}"}
+    sys.stdout.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], sys.argv[2])
