@@ -551,6 +551,86 @@ def inspect(model: Path, as_json: bool) -> None:
         _emit(f"  {key[len('edgeattn.') :]:<20} {value}")
 
 
+# -- bench ------------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Latency and throughput, side by side with the floor.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--keras", "keras_src", type=click.Path(path_type=Path), help="Also time this Keras source (tf.function)."
+)
+@click.option("--eager", is_flag=True, help="With --keras: also time Keras eager calls (slow).")
+@click.option(
+    "--litert", is_flag=True, help="With --keras: also time the model converted to LiteRT (XNNPACK)."
+)
+@click.option("--batch", "batches", default="1,256", show_default=True, help="Batch sizes, comma-separated.")
+@click.option(
+    "--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="Threads, every contender."
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0.1, 600),
+    default=2.0,
+    show_default=True,
+    help="Timing budget per contender and batch size.",
+)
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the results as JSON.",
+)
+def bench(
+    model: Path,
+    keras_src: Path | None,
+    eager: bool,
+    litert: bool,
+    batches: str,
+    threads: int,
+    seconds: float,
+    json_file: Path | None,
+) -> None:
+    """Measure p50/p99 latency and throughput of the edgeattn Predictor on MODEL, in one process, against:
+
+    \b
+      floor          the model's fused recurrent node(s) alone, same weights, through onnxruntime's
+                     Python API: what any ONNX deployment of this model pays at least
+      --keras SRC    the source model under tf.function (and with --eager, eagerly)
+      --litert       the source converted to LiteRT and run with XNNPACK (needs --keras)
+    The contenders take turns in 5 rounds; compare ratios (the x floor column), not absolute times,
+    between machines or runs.
+    Examples:
+      edgeattn bench model.onnx
+      edgeattn bench model.onnx --keras model.keras --litert --batch 1,256 --json bench.json
+    """
+    from edgeattn import bench as bench_lib
+
+    if (eager or litert) and keras_src is None:
+        raise InputError("--eager and --litert time the Keras source: give it with --keras SRC")
+    if keras_src is not None:
+        _quiet_tensorflow()
+    report = bench_lib.run(
+        model,
+        batches=_ints(batches),
+        threads=threads,
+        keras_source=keras_src,
+        litert=litert,
+        eager=eager,
+        seconds=seconds,
+        progress=lambda text: _emit(f"  ... {text}", err=True),
+    )
+    _emit(f"{model}: time {report.time_steps}, {threads} thread(s); {report.machine}")
+    _emit(f"{'contender':<30} {'batch':>5} {'p50 us':>11} {'p99 us':>11} {'samples/s':>12} {'x floor':>8}")
+    for r in report.rows:
+        _emit(
+            f"{r.name:<30} {r.batch:>5} {r.p50_us:>11,.1f} {r.p99_us:>11,.1f} {r.samples_per_s:>12,.0f} "
+            f"{r.x_floor:>8.2f}"
+        )
+    for name, why in report.skipped.items():
+        _emit(f"skipped {name}: {why}")
+    _write_json(json_file, report.to_dict())
+
+
 # -- entry point ------------------------------------------------------------------------------------------
 
 

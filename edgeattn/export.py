@@ -90,6 +90,7 @@ def export(
     before = len(proto.graph.node)
     output_names = _name_outputs(proto, options.attention_weights)
     graph.drop_zero_initial_states(proto)
+    graph.last_step_from_final_state(proto)
     graph.drop_unused_opsets(proto)
     graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))
 

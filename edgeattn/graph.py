@@ -245,3 +245,89 @@ def drop_unused_opsets(model: onnx.ModelProto) -> None:
     used = {n.domain for n in _all_nodes(model.graph)}
     for opset in [o for o in model.opset_import if o.domain not in ("", "ai.onnx") and o.domain not in used]:
         model.opset_import.remove(opset)
+
+
+def _squeeze_axes(node, initializers: dict) -> list[int] | None:
+    """The constant axes of a Squeeze (opset 13+: an initializer input), or None."""
+    if len(node.input) < 2 or node.input[1] not in initializers:
+        return None
+    return [int(a) for a in np.ravel(numpy_helper.to_array(initializers[node.input[1]]))]
+
+
+def _attr(node, name: str, default=None):
+    found = [a for a in node.attribute if a.name == name]
+    return onnx.helper.get_attribute_value(found[0]) if found else default
+
+
+def _takes_last_step(slice_node, initializers: dict) -> bool:
+    """Whether a Slice of a (batch, time, features) tensor keeps exactly the last time step, for any length."""
+    from onnx.reference import ReferenceEvaluator
+
+    if any(i and i not in initializers for i in slice_node.input[1:]):
+        return False
+    node = onnx.helper.make_node("Slice", ["x", *slice_node.input[1:]], ["y"])
+    consts = [initializers[i] for i in slice_node.input[1:] if i]
+    x_info = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)
+    y_info = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    g = onnx.helper.make_graph([node], "probe", [x_info], [y_info], consts)
+    probe = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    evaluator = ReferenceEvaluator(probe)
+    for length in (1, 4, 9):
+        x = np.arange(2 * length * 3, dtype=np.float32).reshape(2, length, 3)
+        (y,) = evaluator.run(None, {"x": x})
+        if y.shape != (2, 1, 3) or not np.array_equal(y, x[:, -1:, :]):
+            return False
+    return True
+
+
+def last_step_from_final_state(model: onnx.ModelProto) -> int:
+    """Read ``h[:, -1, :]`` of a forward recurrent node's sequence from its final state ``Y_h`` instead.
+
+    Pattern (tf2onnx's form of ``h_s[:, -1, :]`` after an RNN): ``Squeeze(Slice(Transpose(Squeeze(Y))), 1)``
+    with the Slice keeping the last step; it becomes ``Squeeze(Y_h, 0)``. Only for one-direction nodes without
+    ``sequence_lens`` (where the last output *is* the final state). Returns how many were rewritten.
+    """
+    graph = model.graph
+    producers = _producers(graph)
+    initializers = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    rewritten = 0
+    for node in list(graph.node):
+        if node.op_type != "Slice" or not _takes_last_step(node, initializers):
+            continue
+        transpose = producers.get(node.input[0])
+        squeeze = producers.get(transpose.input[0]) if transpose is not None else None
+        rnn = producers.get(squeeze.input[0]) if squeeze is not None else None
+        if (
+            rnn is None
+            or transpose.op_type != "Transpose"
+            or list(_attr(transpose, "perm", [])) != [1, 0, 2]
+            or squeeze.op_type != "Squeeze"
+            or _squeeze_axes(squeeze, initializers) != [1]
+            or rnn.op_type not in RECURRENT_OPS
+            or rnn.output[0] != squeeze.input[0]
+            or _attr(rnn, "direction", b"forward") != b"forward"
+            or (len(rnn.input) > 4 and rnn.input[4])
+        ):
+            continue
+        users = consumers.get(node.output[0], [])
+        if not users or any(u.op_type != "Squeeze" or _squeeze_axes(u, initializers) != [1] for u in users):
+            continue
+        while len(rnn.output) < 2:
+            rnn.output.append("")
+        if not rnn.output[1]:
+            rnn.output[1] = f"{rnn.name}_Y_h"
+        axes = f"{rnn.name}_axes0"
+        if axes not in initializers:
+            initializers[axes] = numpy_helper.from_array(np.array([0], np.int64), axes)
+            graph.initializer.append(initializers[axes])
+        for user in users:
+            user.input[0], user.input[1] = rnn.output[1], axes
+        graph.node.remove(node)
+        rewritten += 1
+    if rewritten:
+        prune(model)
+    return rewritten

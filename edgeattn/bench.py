@@ -1,0 +1,290 @@
+"""Latency and throughput, measured side by side in one process.
+
+Contenders, each on the same seeded input:
+
+- ``floor``: a graph holding only the model's fused recurrent node(s), with the same weights, fed time-major
+  directly through onnxruntime's Python API. Any ONNX deployment of the model pays at least this.
+- ``edgeattn Predictor``: ``edgeattn.runtime.Predictor`` on the model, as an application would call it.
+- other ONNX files (e.g. the straight tf2onnx export), run with ``InferenceSession.run``;
+- with a Keras source: the model under ``tf.function`` and (optionally) eagerly;
+- with ``litert``: the model converted to LiteRT (TFLite) and run with XNNPACK.
+
+The contenders take turns in rounds (these machines drift; ratios measured in one process hold better than
+absolute times). Latency is per call (p50, p99); throughput is samples per second at the p50 latency.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgeattn import graph
+from edgeattn.errors import InputError, UnsupportedModelError
+
+FLOOR = "floor (bare recurrent node)"
+PREDICTOR = "edgeattn Predictor"
+
+
+@dataclass
+class Row:
+    name: str
+    batch: int
+    p50_us: float
+    p99_us: float
+    samples_per_s: float
+    x_floor: float | None = None
+    calls: int = 0
+
+
+@dataclass
+class BenchReport:
+    model: str
+    machine: str
+    threads: int
+    time_steps: int
+    rows: list[Row] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def row(self, name: str, batch: int) -> Row | None:
+        return next((r for r in self.rows if r.name == name and r.batch == batch), None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine() -> str:
+    """One line about this machine: CPU model, cores, Python, onnxruntime."""
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, onnxruntime {ort.__version__}"
+    )
+
+
+def floor_model(
+    model: onnx.ModelProto, time_steps: int
+) -> tuple[onnx.ModelProto, list[tuple[str, list[int]]]]:
+    """A graph of the model's recurrent nodes alone, each fed from its own time-major input.
+
+    Returns the model and its inputs as (name, shape-without-batch as [time, None, features]).
+    """
+    initializers = {t.name: t for t in model.graph.initializer}
+    nodes, inputs, outputs, used = [], [], [], []
+    for k, node in enumerate(n for n in model.graph.node if n.op_type in graph.RECURRENT_OPS):
+        if node.input[1] not in initializers:
+            raise UnsupportedModelError(f"the recurrent node {node.name!r} has no constant weights")
+        w = initializers[node.input[1]]
+        features = int(w.dims[2])
+        hidden = next(a.i for a in node.attribute if a.name == "hidden_size")
+        directions = int(w.dims[0])
+        x_name, y_name = f"X{k}", f"Y{k}"
+        inputs.append(
+            helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, [time_steps, "batch", features])
+        )
+        outputs.append(
+            helper.make_tensor_value_info(y_name, onnx.TensorProto.FLOAT, [directions, "batch", hidden])
+        )
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        del copy.input[:]
+        copy.input.extend([x_name, *node.input[1:4]])
+        del copy.output[:]
+        copy.output.extend(["", y_name])
+        nodes.append(copy)
+        used.extend(node.input[1:4])
+    if not nodes:
+        raise UnsupportedModelError("the model has no fused recurrent node to measure a floor against")
+    g = helper.make_graph(nodes, "floor", inputs, outputs, [initializers[n] for n in dict.fromkeys(used)])
+    floor = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset_of(model))])
+    return floor, [
+        (i.name, [time_steps, None, int(i.type.tensor_type.shape.dim[2].dim_value)]) for i in inputs
+    ]
+
+
+def _session(source, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def sample_input(
+    spec_shape: tuple, dtype: np.dtype, batch: int, time_steps: int, seed: int = 0
+) -> np.ndarray:
+    """Seeded input for one model input: floats in [-1, 1), integer token ids 1."""
+    rng = np.random.default_rng(seed)
+    shape = [batch] + [d if isinstance(d, int) else time_steps for d in spec_shape[1:]]
+    if np.dtype(dtype).kind in "iu":
+        return np.ones(shape, dtype)
+    return rng.uniform(-1, 1, shape).astype(dtype)
+
+
+def _time_calls(fn: Callable[[], object], seconds: float, max_calls: int = 20000) -> list[int]:
+    start = time.perf_counter()
+    times = []
+    while len(times) < max_calls and (time.perf_counter() - start < seconds or len(times) < 3):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return times
+
+
+def measure(
+    contenders: dict[str, Callable[[], object]],
+    batch: int,
+    seconds: float,
+    rounds: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> list[Row]:
+    """Time each contender in turns (``rounds`` rounds, ``seconds`` each in all); p50/p99 per contender."""
+    samples: dict[str, list[int]] = {name: [] for name in contenders}
+    for fn in contenders.values():  # warm-up: first calls allocate, trace, compile
+        for _ in range(3):
+            fn()
+    if progress:
+        progress(
+            f"timing batch {batch}: {len(contenders)} contenders, {rounds} rounds, about {seconds * len(contenders):.0f} s"
+        )
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            samples[name] += _time_calls(fn, seconds / rounds)
+    rows = []
+    for name, times in samples.items():
+        p50 = float(np.percentile(times, 50)) / 1000
+        p99 = float(np.percentile(times, 99)) / 1000
+        rows.append(Row(name, batch, p50, p99, batch / (p50 / 1e6), calls=len(times)))
+    floor = next((r for r in rows if r.name == FLOOR), None)
+    for row in rows:
+        row.x_floor = row.p50_us / floor.p50_us if floor else None
+    return rows
+
+
+def run(
+    model_path: str | os.PathLike,
+    batches: tuple[int, ...] = (1, 256),
+    threads: int = 1,
+    keras_source: str | os.PathLike | None = None,
+    litert: bool = False,
+    eager: bool = False,
+    others: dict[str, str | os.PathLike] | None = None,
+    seconds: float = 2.0,
+    time_steps: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Benchmark ``model_path`` against the floor and the optional contenders. See the module docstring."""
+    from edgeattn.runtime import Predictor
+    from edgeattn.verify import load_onnx
+
+    proto = load_onnx(model_path)
+    predictor = Predictor(model_path, providers=["cpu"], threads=threads)
+    if len(predictor.inputs) != 1:
+        raise InputError("edgeattn bench measures single-input models")
+    spec = predictor.inputs[0]
+    steps = time_steps or (spec.shape[1] if len(spec.shape) > 1 and isinstance(spec.shape[1], int) else 10)
+    report = BenchReport(str(model_path), machine(), threads, steps)
+    floor, floor_inputs = floor_model(proto, steps)
+    floor_session = _session(floor.SerializeToString(), threads)
+    other_sessions = {name: _session(os.fspath(path), threads) for name, path in (others or {}).items()}
+    keras_model = _load_keras(keras_source, threads, progress) if keras_source else None
+
+    for batch in batches:
+        x = sample_input(spec.shape, spec.dtype, batch, steps)
+        floor_feed = {
+            name: sample_input((None, shape[0], shape[2]), np.float32, batch, steps).transpose(1, 0, 2).copy()
+            for name, shape in floor_inputs
+        }
+        contenders: dict[str, Callable[[], object]] = {
+            FLOOR: lambda f=floor_feed: floor_session.run(None, f),
+            PREDICTOR: lambda x=x: predictor.predict(x),
+        }
+        for name, session in other_sessions.items():
+            feed = {session.get_inputs()[0].name: x}
+            contenders[name] = lambda s=session, f=feed: s.run(None, f)
+        if keras_model is not None:
+            contenders.update(_keras_contenders(keras_model, x, eager, litert, threads, report.skipped))
+        report.rows += measure(contenders, batch, seconds, progress=progress)
+    return report
+
+
+def _load_keras(source, threads: int, progress):
+    from edgeattn.loading import load_model
+
+    if progress:
+        progress(f"loading {source} (TensorFlow)")
+    import tensorflow as tf
+
+    try:  # possible only before TensorFlow has started its runtime
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+    return load_model(source).model
+
+
+def _keras_contenders(model, x: np.ndarray, eager: bool, litert: bool, threads: int, skipped: dict) -> dict:
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))
+    function = tf.function(lambda t: model(t, training=False))
+    tensor = tf.constant(x)
+    traced = tf.function(lambda t: model(t, training=False), input_signature=[spec])
+    contenders = {"Keras under tf.function": lambda: np.asarray(traced(tensor))}
+    if eager:
+        contenders["Keras eager"] = lambda: np.asarray(model(tensor, training=False))
+    if litert:
+        try:
+            contenders["LiteRT (XNNPACK)"] = _litert(function, spec, x, threads)
+        except Exception as exc:  # conversion failures come in many types
+            text = str(exc).strip().splitlines()
+            skipped["LiteRT (XNNPACK)"] = text[0] if text else type(exc).__name__
+    return contenders
+
+
+def litert_bytes(function, spec) -> bytes:
+    """The model as a LiteRT (.tflite) flatbuffer, builtin ops only."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(spec)])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def _litert(function, spec, x: np.ndarray, threads: int) -> Callable[[], object]:
+    import tensorflow as tf
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+
+    # A fixed batch: LiteRT lowers the LSTM's tensor lists only when every shape is static.
+    static = tf.TensorSpec(x.shape, spec.dtype)
+    interpreter = Interpreter(model_content=litert_bytes(function, static), num_threads=threads)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.allocate_tensors()
+    out = interpreter.get_output_details()[0]["index"]
+
+    def call():
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out)
+
+    return call
