@@ -142,7 +142,7 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="The ONNX file to write (.onnx).",
+    help="The file to write: .onnx, or .ort (onnxruntime's ORT format, plus NAME.required_operators.config).",
 )
 @click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
 @click.option(
@@ -173,6 +173,7 @@ def export(
     Example:
       edgeattn export model.keras -o model.onnx
       edgeattn export model.keras -o model.onnx --attention-weights --force
+      edgeattn export model.h5 -o model.ort      # for a minimal onnxruntime build
     """
     _quiet_tensorflow()
     from edgeattn.export import ExportOptions
@@ -200,6 +201,11 @@ def export(
         f"  parity  max abs error {result.parity.max_abs:.2e} over {result.parity.inputs} "
         f"(atol {atol:g}): pass"
     )
+    if result.ort_max_abs is not None:
+        from edgeattn.ortformat import config_path
+
+        _emit(f"  ORT     same outputs as the ONNX graph (max abs difference {result.ort_max_abs:.2g})")
+        _emit(f"  ops     {config_path(result.path)} (for a minimal onnxruntime build)")
 
 
 def _shape(shape) -> str:
@@ -549,6 +555,59 @@ def inspect(model: Path, as_json: bool) -> None:
     )
     for key, value in meta.items():
         _emit(f"  {key[len('edgeattn.') :]:<20} {value}")
+
+
+# -- quantize ---------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Store the weights as int8 or float16 (standard ops).")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--mode", type=click.Choice(["int8", "fp16"]), required=True, help="How to store the weights.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The .onnx to write.",
+)
+@click.option(
+    "--max-error",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Largest output error allowed, as a fraction of the output's scale.  [default: int8 0.02, fp16 0.01]",
+)
+@click.option(
+    "--inputs",
+    "inputs_file",
+    type=click.Path(path_type=Path),
+    help="Measure the error on these inputs (.npy/.npz; your real data). Default: seeded in-range inputs.",
+)
+@force_option
+def quantize(
+    model: Path, mode: str, output: Path, max_error: float | None, inputs_file: Path | None, force: bool
+) -> None:
+    """Write a smaller copy of MODEL: weights stored as int8 (per-channel scales, DequantizeLinear) or
+    float16 (Cast), the ops still float and standard, so any onnxruntime runs it.
+
+    \b
+    Both models run on the same inputs (--inputs, or seeded U[0,1) and U[-1,1) samples); per output it
+    prints the max abs error and that error as a fraction of the output's scale on those inputs (the larger
+    of its range and its peak magnitude). Above --max-error nothing is written and the exit code is 1.
+    Examples:
+      edgeattn quantize model.onnx --mode int8 -o model.int8.onnx
+      edgeattn quantize model.onnx --mode fp16 -o model.fp16.onnx --max-error 0.005
+    """
+    from edgeattn.quantize import quantize as run_quantize
+
+    result = run_quantize(model, output, mode, max_error=max_error, force=force, inputs_file=inputs_file)
+    _emit(
+        f"quantized {model} -> {result.path} ({mode}, {result.tensors} weight tensors): "
+        f"{result.float_bytes:,} -> {result.size_bytes:,} bytes ({result.ratio:.2f}x)"
+    )
+    _emit(f"  error on {result.cases}:")
+    for o in result.outputs:
+        _emit(f"  {o.name:<20} max abs {o.max_abs:.3g} = {o.relative:.3%} of its scale {o.scale:.3g}")
+    _emit(f"  pass (max error {result.max_error:.2%} of the scale)")
 
 
 # -- bench ------------------------------------------------------------------------------------------------

@@ -8,9 +8,7 @@ keep the batch axis dynamic, and match Keras within tolerance on seeded inputs. 
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import os
 import time
@@ -20,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeattn import __version__, graph, recurrent, verify
+from edgeattn import __version__, graph, ortformat, recurrent, verify
 from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError, require
 from edgeattn.files import check_writable, write_atomic
+from edgeattn.runtime import encode_array
 
 PREDICTION_OUTPUT = "y"
 DEFAULT_OPSET = 17
@@ -47,6 +46,7 @@ class ExportResult:
     parity: verify.ParityReport
     seconds: float
     dropped_nodes: int
+    ort_max_abs: float | None = None  # ORT format only: largest difference from the ONNX model
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -65,9 +65,11 @@ def export(
 
     start = time.perf_counter()
     out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise InputError(f"{out}: the output must end in .onnx")
+    if out.suffix.lower() not in (".onnx", ".ort"):
+        raise InputError(f"{out}: the output must end in .onnx (ONNX) or .ort (onnxruntime's ORT format)")
     check_writable(out, options.force)
+    if out.suffix.lower() == ".ort":
+        check_writable(ortformat.config_path(out), options.force)
     loaded = load_model(src, unsafe=options.unsafe)
     keras_model = loaded.model
     if options.attention_weights:
@@ -91,7 +93,7 @@ def export(
     output_names = _name_outputs(proto, options.attention_weights)
     graph.drop_zero_initial_states(proto)
     graph.last_step_from_final_state(proto)
-    graph.drop_unused_opsets(proto)
+    proto = graph.optimize_basic(proto)
     graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))
 
     problems = graph.check_structure(
@@ -117,6 +119,11 @@ def export(
 
     _stamp(proto, loaded.source.path, keras_model, options, parity, cases if options.golden else None)
     data = proto.SerializeToString()
+    ort_max_abs = None
+    if out.suffix.lower() == ".ort":
+        data, operators = ortformat.to_ort(proto, out.stem)
+        ort_max_abs = _same_outputs(proto, data, cases)
+        write_atomic(ortformat.config_path(out), operators.encode(), force=options.force)
     write_atomic(out, data, force=options.force)
     return ExportResult(
         path=out,
@@ -125,6 +132,7 @@ def export(
         parity=parity,
         seconds=time.perf_counter() - start,
         dropped_nodes=before - len(proto.graph.node),
+        ort_max_abs=ort_max_abs,
     )
 
 
@@ -169,6 +177,19 @@ def _name_outputs(proto: onnx.ModelProto, attention_weights: bool) -> list[str]:
     return [o.name for o in proto.graph.output]
 
 
+def _same_outputs(proto: onnx.ModelProto, ort_bytes: bytes, cases) -> float:
+    """Largest difference between the ONNX model and its ORT-format twin on the parity cases."""
+    onnx_session = verify.open_session(proto, ["cpu"])
+    ort_session = verify.open_session(ort_bytes, ["cpu"])
+    worst = 0.0
+    for case in cases:
+        for a, b in zip(onnx_session.run(None, case.feed), ort_session.run(None, case.feed)):
+            worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0)))
+    if worst > 1e-6:
+        raise CheckFailedError(f"the ORT-format model differs from the ONNX model by {worst:.3g}")
+    return worst
+
+
 def count_recurrent_layers(keras_model) -> int:
     """How many fused recurrent nodes the export must hold (a Bidirectional counts once: one node)."""
     import keras
@@ -188,12 +209,6 @@ def _time_steps(keras_model) -> int | None:
 
 def _more(problems: list[str]) -> str | None:
     return "also: " + "; ".join(problems[1:3]) if len(problems) > 1 else None
-
-
-def _encode(array: np.ndarray) -> str:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _stamp(proto, source: Path, keras_model, options: ExportOptions, parity, cases) -> None:
@@ -228,8 +243,8 @@ def _stamp(proto, source: Path, keras_model, options: ExportOptions, parity, cas
         feed = {k: v[:GOLDEN_SAMPLES] for k, v in cases[-1].feed.items()}
         outputs = verify.keras_outputs(keras_model, feed)
         golden = {
-            "inputs": {k: _encode(v) for k, v in feed.items()},
-            "outputs": {o.name: _encode(a) for o, a in zip(proto.graph.output, outputs)},
+            "inputs": {k: encode_array(v) for k, v in feed.items()},
+            "outputs": {o.name: encode_array(a) for o, a in zip(proto.graph.output, outputs)},
             "atol": options.atol,
         }
         meta["edgeattn.golden"] = json.dumps(golden)

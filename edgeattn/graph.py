@@ -331,3 +331,24 @@ def last_step_from_final_state(model: onnx.ModelProto) -> int:
     if rewritten:
         prune(model)
     return rewritten
+
+
+def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's offline optimizer at its BASIC level: constant folding, redundant nodes, MatMul+Add ->
+    Gemm; standard operators only (the EXTENDED and ALL levels insert ``com.microsoft`` ops). Unused opset
+    imports that onnxruntime declares are dropped again. Returns a new model."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgeattn-opt-") as tmp:
+        target = f"{tmp}/basic.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = target
+        options.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(target)
+    drop_unused_opsets(optimized)
+    optimized.ir_version = model.ir_version
+    return optimized

@@ -107,6 +107,12 @@ def _spec(node) -> TensorSpec:
     return TensorSpec(node.name, shape, np.dtype(_ORT_DTYPES.get(node.type, np.float32)))
 
 
+def is_ort_format(path: str | os.PathLike) -> bool:
+    """Whether the file is in onnxruntime's ORT format (a flatbuffer with the identifier ``ORTM``)."""
+    with open(path, "rb") as fh:
+        return fh.read(8)[4:8] == b"ORTM"
+
+
 def check_external_data(path: str | os.PathLike, model=None) -> list[str]:
     """Refuse (``ValueError``) an ONNX file whose external data could resolve outside its own folder.
 
@@ -116,6 +122,8 @@ def check_external_data(path: str | os.PathLike, model=None) -> list[str]:
     A file without the protobuf key ``location`` holds no external data and is not parsed here (cheap).
     """
     path = os.fspath(path)
+    if model is None and is_ort_format(path):
+        return []  # ORT format has no external data
     if model is None:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -176,7 +184,14 @@ def _outside(folder: str, location: str) -> str | None:
     return None
 
 
-def _decode_array(blob: str) -> np.ndarray:
+def encode_array(array: np.ndarray) -> str:
+    """An array as base64 ``.npy`` text (how reference inputs and outputs are stored in metadata)."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_array(blob: str) -> np.ndarray:
     return np.load(io.BytesIO(base64.b64decode(blob)), allow_pickle=False)
 
 
@@ -396,13 +411,13 @@ class Predictor:
 
 def check_golden(predictor: Predictor, golden: dict) -> dict:
     """Compare ``predictor``'s outputs on a reference set (as stored by ``edgeattn export``)."""
-    inputs = {name: _decode_array(blob) for name, blob in golden["inputs"].items()}
+    inputs = {name: decode_array(blob) for name, blob in golden["inputs"].items()}
     atol, rtol = float(golden.get("atol", 1e-4)), float(golden.get("rtol", 0.0))
     feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
     got = dict(zip(predictor._output_names, predictor.run(feed)))
     result = {"passed": True, "outputs": {}}
     for name, blob in golden["outputs"].items():
-        expected = _decode_array(blob)
+        expected = decode_array(blob)
         if name not in got:
             result["passed"] = False
             result["outputs"][name] = {

@@ -121,9 +121,11 @@ def _child_model(path: str) -> dict:
 def _child_onnx(path: str) -> dict:
     import onnxruntime as ort
 
+    from edgeattn.runtime import is_ort_format
     from edgeattn.verify import load_onnx
 
-    model = load_onnx(path, contain=False)  # protobuf parse + the external-data check
+    # The protobuf parse and the external-data check (an ORT-format flatbuffer has neither).
+    nodes = None if is_ort_format(path) else len(load_onnx(path, contain=False).graph.node)
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.intra_op_num_threads = 1
@@ -131,8 +133,8 @@ def _child_onnx(path: str) -> dict:
         ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # a refusal is not a crash: the caller reports it in its own words
         text = str(exc).strip().splitlines()
-        return {"nodes": len(model.graph.node), "onnxruntime_error": text[0] if text else type(exc).__name__}
-    return {"nodes": len(model.graph.node)}
+        return {"nodes": nodes, "onnxruntime_error": text[0] if text else type(exc).__name__}
+    return {"nodes": nodes}
 
 
 def _child(kind: str, path: str) -> None:

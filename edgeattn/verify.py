@@ -17,7 +17,7 @@ import onnx
 
 from edgeattn import graph, sandbox
 from edgeattn.errors import InputError, UnsafeModelError
-from edgeattn.runtime import check_external_data
+from edgeattn.runtime import check_external_data, is_ort_format
 
 DEFAULT_BATCHES = (1, 7, 64)
 DEFAULT_ATOL = 1e-4
@@ -113,10 +113,12 @@ def make_cases(
     seed: int = 0,
     vocab: int | None = None,
     trained_length: int | None = None,
+    wide: bool = True,
 ) -> list[Case]:
     """Seeded inputs for every batch size, and every length where an input's time axis is free.
 
-    Float samples cycle through U[0, 1), U[-1, 1) and N(0, 3); integer inputs are token ids in [1, vocab).
+    Float samples cycle through U[0, 1), U[-1, 1) and (with ``wide``) N(0, 3); integer inputs are token ids
+    in [1, vocab).
     """
     rng = np.random.default_rng(seed)
     time_free = any(s.time_free for s in specs)
@@ -126,13 +128,15 @@ def make_cases(
     cases = []
     for length in lengths:
         for batch in batches:
-            feed = {s.name: _random_input(s, batch, length, rng, vocab) for s in specs}
+            feed = {s.name: _random_input(s, batch, length, rng, vocab, wide) for s in specs}
             desc = f"batch {batch}" + (f", time {length}" if length is not None else "")
             cases.append(Case(desc, feed, batch, length))
     return cases
 
 
-def _random_input(spec: InputSpec, batch: int, length: int | None, rng, vocab: int | None) -> np.ndarray:
+def _random_input(
+    spec: InputSpec, batch: int, length: int | None, rng, vocab: int | None, wide: bool = True
+) -> np.ndarray:
     shape = []
     for axis, dim in enumerate(spec.shape):
         if axis == 0:
@@ -152,6 +156,9 @@ def _random_input(spec: InputSpec, batch: int, length: int | None, rng, vocab: i
     # Float samples cycle through three ranges: in-distribution for most models (U[0,1)), signed (U[-1,1)) and
     # wide (N(0, 3)), which drives units into their non-linear ranges: a moved weight cannot hide there.
     x = rng.random(shape, dtype=np.float64)
+    if not wide:
+        x[1::2] = 2.0 * x[1::2] - 1.0
+        return x.astype(dtype)
     x[1::3] = 2.0 * x[1::3] - 1.0
     x[2::3] = 3.0 * rng.standard_normal(x[2::3].shape)
     return x.astype(dtype)
@@ -343,6 +350,11 @@ def load_onnx(path: str | os.PathLike, contain: bool = True) -> onnx.ModelProto:
         raise InputError(f"{path}: no such file")
     if os.path.isdir(path):
         raise InputError(f"{path} is a directory, not an ONNX model")
+    if is_ort_format(path):
+        raise InputError(
+            f"{path} is in onnxruntime's ORT format, not ONNX",
+            hint="predict and verify --golden run it; inspect, bench and verify --keras need the .onnx",
+        )
     if contain and sandbox.enabled():
         sandbox.parse("onnx", path)
     try:
