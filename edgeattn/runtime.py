@@ -255,6 +255,11 @@ class Predictor:
         }
         self._local = threading.local()
         self._bind = self.providers == ("CPUExecutionProvider",)
+        # The fast lane of predict(): one input, CPU, no chunking; shapes already bound are already checked.
+        self._single = self._bind and len(self.inputs) == 1 and batch_size is None
+        self._name0 = self.inputs[0].name if self.inputs else None
+        self._dtype0 = self.inputs[0].dtype if self.inputs else None
+        self._float0 = bool(self.inputs) and self.inputs[0].dtype.kind == "f"
         self._attention_index = self._output_names.index(ATTENTION_OUTPUT) if self.has_attention else None
 
     @property
@@ -389,10 +394,30 @@ class Predictor:
                 f"{os.path.basename(self.path)} has no {ATTENTION_OUTPUT!r} output; "
                 "export it with `edgeattn export --attention-weights`"
             )
+        bound = self._lane(x) if not return_attention else None
+        if bound is not None:  # the common call, with as little Python as possible in the way
+            binding, buffers, results = bound
+            np.copyto(buffers, x)
+            self._session.run_with_iobinding(binding)
+            return results[0].copy()
         outputs = self._run(x)
         if return_attention:
             return outputs[0].copy(), outputs[self._attention_index].copy()
         return outputs[0].copy()
+
+    def _lane(self, x):
+        """The pre-bound (binding, input buffer, output buffers) for x, when x needs no conversion and no
+        chunking and is finite; else None (the general path checks and explains)."""
+        if not self._single or type(x) is not np.ndarray or x.dtype is not self._dtype0:
+            return None
+        cache = getattr(self._local, "bound", None)
+        bound = cache.get((x.shape,)) if cache else None
+        if bound is None or (
+            self._float0 and not self.allow_nonfinite and not math.isfinite((v := x.reshape(-1)).dot(v))
+        ):
+            return None
+        binding, inputs, results = bound
+        return binding, inputs[self._name0], results
 
     __call__ = predict
 
