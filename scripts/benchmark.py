@@ -3,7 +3,8 @@
     .venv/bin/python scripts/benchmark.py [--seconds 2] [--threads 1]
 
 Contenders (batch 1 and 256, one thread each unless --threads): the floor (the bare fused LSTM node), the
-edgeattn Predictor on models/seed.onnx, the straight tf2onnx export (no edgeattn clean-up), the int8 and fp16
+edgeattn Predictor on models/seed.onnx, the same file through a bare InferenceSession.run, the straight
+tf2onnx export (no edgeattn clean-up), the int8 and fp16
 files from `edgeattn quantize`, LiteRT with XNNPACK, the Keras model under tf.function, and Keras eager.
 Writes docs/benchmark.md and replaces the table between the benchmark markers in README.md.
 """
@@ -71,6 +72,7 @@ def main() -> None:
             litert=True,
             eager=True,
             others={
+                "edgeattn export, bare InferenceSession.run": onnx_file,
                 f"straight tf2onnx export ({nodes['straight']} nodes)": straight,
                 "int8 weights (DequantizeLinear)": int8,
                 "fp16 weights (Cast)": fp16,
@@ -97,7 +99,7 @@ def render(report, sizes: dict[str, int], nodes: dict[str, int]) -> str:
     order = [
         FLOOR,
         PREDICTOR,
-        *[r.name for r in report.rows if r.name.startswith(("straight", "int8", "fp16"))],
+        *[r.name for r in report.rows if r.name.startswith(("edgeattn export", "straight", "int8", "fp16"))],
         "LiteRT (XNNPACK)",
         "Keras under tf.function",
         "Keras eager",
