@@ -124,6 +124,13 @@ class NadarayaWatson(layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="edgeattn", name="hard_sigmoid_keras2")
+def hard_sigmoid_keras2(x):
+    """Keras 2's hard sigmoid, ``clip(0.2 x + 0.5, 0, 1)``. Keras 3's ``hard_sigmoid`` is
+    ``clip(x / 6 + 0.5, 0, 1)``, so Keras 2 files that name ``hard_sigmoid`` load with this one instead."""
+    return ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
 ATTENTION_LAYERS = (Attention, NadarayaWatson)
 
 

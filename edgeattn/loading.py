@@ -63,6 +63,9 @@ KERAS_OP_MODULE = "keras.src.ops."
 LAYER_KEYS = ("layers", "layer", "forward_layer", "backward_layer", "cell", "cells")
 # Keras 2 keys that Keras 3 refuses; they carry no information for inference.
 LEGACY_KEYS = ("time_major", "implementation")
+# Keras 2 activations whose Keras 3 namesakes compute something else.
+ACTIVATION_KEYS = ("activation", "recurrent_activation")
+LEGACY_ACTIVATIONS = {"hard_sigmoid": "hard_sigmoid_keras2"}
 
 
 @dataclass
@@ -228,12 +231,18 @@ def _judge(node: dict, cls: str, is_layer: bool) -> str | None:
 
 
 def rewrite_legacy(config):
-    """Drop the Keras 2 keys that Keras 3 refuses (``time_major``, ...), recursively, in a copy."""
+    """A Keras 2 config made fit for Keras 3, recursively, in a copy: the keys Keras 3 refuses
+    (``time_major``, ...) dropped, and ``hard_sigmoid`` activations kept Keras 2's (``hard_sigmoid_keras2``:
+    Keras 3 redefined ``hard_sigmoid``, which would silently change the numbers)."""
     if isinstance(config, list):
         return [rewrite_legacy(item) for item in config]
     if not isinstance(config, dict):
         return config
-    return {k: rewrite_legacy(v) for k, v in config.items() if k not in LEGACY_KEYS}
+    return {
+        k: LEGACY_ACTIVATIONS.get(v, v) if k in ACTIVATION_KEYS and isinstance(v, str) else rewrite_legacy(v)
+        for k, v in config.items()
+        if k not in LEGACY_KEYS
+    }
 
 
 @dataclass
@@ -249,9 +258,13 @@ def load_model(path: str | os.PathLike, unsafe: bool = False) -> LoadedModel:
     require("tensorflow", "export")
     import keras
 
-    from edgeattn.layers import Attention, NadarayaWatson
+    from edgeattn.layers import Attention, NadarayaWatson, hard_sigmoid_keras2
 
-    custom = {"Attention": Attention, "NadarayaWatson": NadarayaWatson}
+    custom = {
+        "Attention": Attention,
+        "NadarayaWatson": NadarayaWatson,
+        "hard_sigmoid_keras2": hard_sigmoid_keras2,
+    }
     try:
         if source.format == "keras":
             model = keras.saving.load_model(

@@ -30,6 +30,7 @@ ACTIVATIONS = {
     "relu": ("Relu", None, None),
     "linear": ("Affine", 1.0, 0.0),
     "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5),  # Keras 3: relu6(x + 3) / 6
+    "hard_sigmoid_keras2": ("HardSigmoid", 0.2, 0.5),  # Keras 2 files: clip(0.2 x + 0.5, 0, 1)
     "softsign": ("Softsign", None, None),
     "softplus": ("Softplus", None, None),
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the shipped model: export -> verify -> predict, printing the figures.
+# The main job on the shipped model: export -> verify -> predict -> quantize -> bench, printing the figures.
 # Creates .venv (with the [export] extra) when it is missing. Writes only under demo-out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +31,7 @@ print("\nsample  true max  predicted  argmax(x)  argmax(attention)")
 for i in range(len(x)):
     print(f"{i:>6}  {y_true[i, 0]:8.4f}  {y[i, 0]:9.4f}  {int(x[i, :, 0].argmax()):>9}  {int(w[i].argmax()):>17}")
 PY
+step edgeattn quantize "$out/seed.onnx" --mode int8 -o "$out/seed.int8.onnx" --force
+step edgeattn bench "$out/seed.onnx" --batch 1,256 --seconds 1
 echo
 echo "demo: done (files in $out/)"

@@ -125,6 +125,12 @@ def inside(version: str) -> None:
         f"a{v}-birnn-gru-backwards", tf.keras.Model(inp, L.Dense(1)(attention(4, "luong")(h))), floats, target
     )
 
+    # Keras 2's hard sigmoid (clip(0.2 x + 0.5)) is not Keras 3's (clip(x / 6 + 0.5)): the loader must keep it.
+    inp = L.Input((12, 3))
+    h = L.LSTM(8, recurrent_activation="hard_sigmoid", return_sequences=True)(inp)
+    h = L.GRU(6, recurrent_activation="hard_sigmoid", return_sequences=True)(h)
+    save(f"a{v}-hard-sigmoid", tf.keras.Model(inp, L.Dense(1)(attention(4, "luong")(h))), floats, target)
+
     model = tf.keras.Sequential(
         [L.Input((12,), dtype="int32"), L.Embedding(40, 8, mask_zero=True), L.LSTM(8)]
     )

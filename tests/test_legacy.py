@@ -26,7 +26,7 @@ TF215_ATOL = 1e-4
 
 
 def test_fixtures_are_there():
-    assert len(FIXTURES) == 8, FIXTURES
+    assert len(FIXTURES) == 9, FIXTURES
 
 
 @pytest.mark.parametrize("name", FIXTURES)
