@@ -82,12 +82,12 @@ def floor_model(
 
     Returns the model and its inputs as (name, shape-without-batch as [time, None, features]).
     """
-    initializers = {t.name: t for t in model.graph.initializer}
+    constants = _float_weights(model)
     nodes, inputs, outputs, used = [], [], [], []
     for k, node in enumerate(n for n in model.graph.node if n.op_type in graph.RECURRENT_OPS):
-        if node.input[1] not in initializers:
+        if any(name not in constants for name in node.input[1:4] if name):
             raise UnsupportedModelError(f"the recurrent node {node.name!r} has no constant weights")
-        w = initializers[node.input[1]]
+        w = constants[node.input[1]]
         features = int(w.dims[2])
         hidden = next(a.i for a in node.attribute if a.name == "hidden_size")
         directions = int(w.dims[0])
@@ -108,11 +108,38 @@ def floor_model(
         used.extend(node.input[1:4])
     if not nodes:
         raise UnsupportedModelError("the model has no fused recurrent node to measure a floor against")
-    g = helper.make_graph(nodes, "floor", inputs, outputs, [initializers[n] for n in dict.fromkeys(used)])
+    g = helper.make_graph(nodes, "floor", inputs, outputs, [constants[n] for n in dict.fromkeys(used) if n])
     floor = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset_of(model))])
     return floor, [
         (i.name, [time_steps, None, int(i.type.tensor_type.shape.dim[2].dim_value)]) for i in inputs
     ]
+
+
+def _float_weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Float initializers, including those a quantized file stores behind ``Cast``/``DequantizeLinear``
+    (the floor is always the float node: what the quantized file must also pay at least)."""
+    from onnx import numpy_helper
+
+    found = {t.name: t for t in model.graph.initializer}
+    arrays = {name: numpy_helper.to_array(t) for name, t in found.items()}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.input[0] in arrays:
+            value = arrays[node.input[0]].astype(np.float32)
+        elif node.op_type == "DequantizeLinear" and all(i in arrays for i in node.input if i):
+            q, scale = arrays[node.input[0]].astype(np.float32), arrays[node.input[1]]
+            zero = arrays[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else 0.0
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and scale.size > 1:
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale = scale.reshape(shape)
+                zero = zero.reshape(shape) if isinstance(zero, np.ndarray) else zero
+            value = (q - zero) * scale
+        else:
+            continue
+        arrays[node.output[0]] = value
+        found[node.output[0]] = numpy_helper.from_array(value.astype(np.float32), node.output[0])
+    return found
 
 
 def _session(source, threads: int):

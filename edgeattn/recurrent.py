@@ -34,6 +34,12 @@ ACTIVATIONS = {
     "softsign": ("Softsign", None, None),
     "softplus": ("Softplus", None, None),
 }
+# The ONNX activation slots of each node (f, g[, h]) and the Keras cell attribute that fills each.
+ROLES = {
+    "LSTM": ("recurrent_activation", "activation", "activation"),
+    "GRU": ("recurrent_activation", "activation"),
+    "RNN": ("activation",),
+}
 FILL_STEP = 1.0 / 1024.0  # stand-in kernels hold k * FILL_STEP: exact in float32, distinct per direction
 
 
@@ -173,10 +179,7 @@ def _fused_node(stub: onnx.NodeProto, directions: list[Direction], graph, used: 
     outputs = list(stub.output[: 3 if kind == "LSTM" else 2])
     activations, alphas, betas = [], [], []
     for d in directions:
-        roles = {"LSTM": ("recurrent_activation", "activation", "activation")}.get(
-            kind, ("recurrent_activation", "activation") if kind == "GRU" else ("activation",)
-        )
-        for role in roles:
+        for role in ROLES[kind]:
             op, alpha, beta = ACTIVATIONS[getattr(d.layer.cell, role).__name__]
             activations.append(op)
             alphas.append(alpha)

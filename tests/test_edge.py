@@ -111,3 +111,12 @@ def test_bench_against_keras_and_litert(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "Keras under tf.function" in done.stdout and "LiteRT (XNNPACK)" in done.stdout
+
+
+def test_bench_on_a_quantized_file_measures_against_the_float_floor(tmp_path):
+    from edgeattn import bench
+
+    out = tmp_path / "seed.int8.onnx"
+    quantize(SEED_ONNX, out, "int8")
+    report = bench.run(out, batches=(1,), seconds=0.2)
+    assert report.row(bench.FLOOR, 1).p50_us > 0 and report.row(bench.PREDICTOR, 1).x_floor > 0.5

@@ -19,6 +19,7 @@ from conftest import ROOT, run_cli
 from edgeattn import graph
 from edgeattn.errors import UnsupportedModelError
 from edgeattn.export import ExportOptions, export
+from edgeattn.verify import verify_against_keras
 
 LEGACY = ROOT / "tests" / "fixtures" / "legacy"
 FIXTURES = sorted(p.stem for p in LEGACY.glob("a*.h5"))
@@ -44,6 +45,7 @@ def test_keras2_file_exports_fused_and_matches_tf215(name, tmp_path):
     session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     (y,) = session.run(["y"], {session.get_inputs()[0].name: stored["x"]})
     assert np.abs(y - stored["y"]).max() <= TF215_ATOL
+    assert verify_against_keras(out, LEGACY / f"{name}.h5")  # what `edgeattn verify --keras` runs
 
 
 def test_attention_41_weights_load_by_their_old_names():
