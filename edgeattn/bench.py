@@ -51,6 +51,7 @@ class BenchReport:
     time_steps: int
     rows: list[Row] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def row(self, name: str, batch: int) -> Row | None:
         return next((r for r in self.rows if r.name == name and r.batch == batch), None)
@@ -246,7 +247,7 @@ def run(
             feed = {session.get_inputs()[0].name: x}
             contenders[name] = lambda s=session, f=feed: s.run(None, f)
         if keras_model is not None:
-            contenders.update(_keras_contenders(keras_model, x, eager, litert, threads, report.skipped))
+            contenders.update(_keras_contenders(keras_model, x, eager, litert, threads, report))
         report.rows += measure(contenders, batch, seconds, progress=progress)
     return report
 
@@ -266,9 +267,12 @@ def _load_keras(source, threads: int, progress):
     return load_model(source).model
 
 
-def _keras_contenders(model, x: np.ndarray, eager: bool, litert: bool, threads: int, skipped: dict) -> dict:
+def _keras_contenders(
+    model, x: np.ndarray, eager: bool, litert: bool, threads: int, report: BenchReport
+) -> dict:
     import tensorflow as tf
 
+    report.notes["Keras"] = f"TensorFlow {tf.__version__}, Keras {_version('keras')}"
     spec = tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))
     function = tf.function(lambda t: model(t, training=False))
     tensor = tf.constant(x)
@@ -278,10 +282,10 @@ def _keras_contenders(model, x: np.ndarray, eager: bool, litert: bool, threads: 
         contenders["Keras eager"] = lambda: np.asarray(model(tensor, training=False))
     if litert:
         try:
-            contenders["LiteRT (XNNPACK)"] = _litert(function, spec, x, threads)
+            contenders["LiteRT (XNNPACK)"], report.notes["LiteRT"] = _litert(function, spec, x, threads)
         except Exception as exc:  # conversion failures come in many types
             text = str(exc).strip().splitlines()
-            skipped["LiteRT (XNNPACK)"] = text[0] if text else type(exc).__name__
+            report.skipped["LiteRT (XNNPACK)"] = text[0] if text else type(exc).__name__
     return contenders
 
 
@@ -294,13 +298,26 @@ def litert_bytes(function, spec) -> bytes:
     return converter.convert()
 
 
-def _litert(function, spec, x: np.ndarray, threads: int) -> Callable[[], object]:
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _litert(function, spec, x: np.ndarray, threads: int) -> tuple[Callable[[], object], str]:
+    """A call of the LiteRT interpreter (ai-edge-litert when installed, else TensorFlow's), and its name."""
     import tensorflow as tf
 
     try:
         from ai_edge_litert.interpreter import Interpreter
+
+        runtime = f"ai-edge-litert {_version('ai-edge-litert')}"
     except ImportError:
         Interpreter = tf.lite.Interpreter
+        runtime = f"tf.lite.Interpreter (TensorFlow {tf.__version__})"
 
     # A fixed batch: LiteRT lowers the LSTM's tensor lists only when every shape is static.
     static = tf.TensorSpec(x.shape, spec.dtype)
@@ -314,4 +331,4 @@ def _litert(function, spec, x: np.ndarray, threads: int) -> Callable[[], object]
         interpreter.invoke()
         return interpreter.get_tensor(out)
 
-    return call
+    return call, runtime

@@ -685,6 +685,8 @@ def bench(
             f"{r.name:<30} {r.batch:>5} {r.p50_us:>11,.1f} {r.p99_us:>11,.1f} {r.samples_per_s:>12,.0f} "
             f"{r.x_floor:>8.2f}"
         )
+    for name, what in report.notes.items():
+        _emit(f"{name}: {what}")
     for name, why in report.skipped.items():
         _emit(f"skipped {name}: {why}")
     _write_json(json_file, report.to_dict())

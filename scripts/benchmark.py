@@ -121,6 +121,7 @@ def render(report, sizes: dict[str, int], nodes: dict[str, int]) -> str:
         )
     lines += ["", "| file | bytes |", "| --- | ---: |"]
     lines += [f"| {name} | {size:,} |" for name, size in sizes.items()]
+    lines.append("\n" + "; ".join(f"{name}: {what}" for name, what in report.notes.items()) + ".")
     for name, why in report.skipped.items():
         lines.append(f"\n{name} was skipped: {why}")
     return "\n".join(lines) + "\n"
