@@ -57,7 +57,9 @@ def parse(kind: str, path: str | os.PathLike) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "edgeattn.sandbox", kind, path]
     try:
-        done = subprocess.run(cmd, capture_output=True, timeout=timeout, preexec_fn=limit, env=env)
+        # The memory limit needs POSIX rlimits; elsewhere the child runs with the time limit only.
+        preexec = limit if os.name == "posix" else None
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, preexec_fn=preexec, env=env)
     except subprocess.TimeoutExpired:
         raise errors.InputError(
             f"{path}: reading it did not finish within {timeout:g} s (the {READERS[kind]} reader hung)",
