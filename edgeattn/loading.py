@@ -198,6 +198,10 @@ def _judge(node: dict, cls: str, is_layer: bool) -> str | None:
     """Why this config object must not be deserialized, or None when it is safe."""
     module = node.get("module")
     registered = node.get("registered_name")
+    if cls.startswith("edgeattn>"):  # Keras 3 .h5 configs name registered classes "package>Class"
+        cls = cls.split(">", 1)[1]
+        if cls not in EDGEATTN_LAYERS:
+            return f"edgeattn>{cls} is not a class edgeattn has"
     if cls in DATA_MARKERS:
         return None
     if cls in {"Lambda", "__lambda__"}:

@@ -2,7 +2,7 @@
 
 tf2onnx fuses Keras 3 ``LSTM`` and ``Bidirectional(LSTM)`` into ONNX ``LSTM`` nodes but leaves ``GRU`` and
 ``SimpleRNN`` as ``Loop``s. edgeattn therefore converts a *stand-in* model: the same model with every
-recurrent layer replaced by an ``LSTM`` of the same width and flags (``return_sequences``, ``go_backwards``,
+recurrent layer replaced by an ``LSTM`` (and ``TimeDistributed(Dense)`` by the ``Dense`` itself) of the same width and flags (``return_sequences``, ``go_backwards``,
 ``Bidirectional`` merge mode), whose kernels are filled with a constant that is unique to that layer and
 direction. tf2onnx turns each stand-in into a fused ``LSTM`` node, and the constant in the node's ``W``
 initializer says which Keras layer it stands for. ``swap_nodes`` then rewrites each such node into the real
@@ -118,6 +118,10 @@ def stand_in(model):
     def replace(layer):
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=replace)
+        if isinstance(layer, keras.layers.TimeDistributed) and isinstance(layer.layer, keras.layers.Dense):
+            # A Dense acts on the last axis of any rank: the same arithmetic, without the per-step loop
+            # that tf2onnx would turn into a Loop.
+            return _last_axis(layer.layer, layer.name)
         if isinstance(layer, keras.layers.Bidirectional):
             forward = marked_lstm(layer.forward_layer)
             backward = marked_lstm(layer.backward_layer)
@@ -129,6 +133,22 @@ def stand_in(model):
         return layer
 
     return keras.models.clone_model(model, clone_function=replace), directions
+
+
+def _last_axis(inner, name: str):
+    """A layer that applies ``inner`` (a ``Dense``, which maps the last axis of any rank) as
+    ``TimeDistributed(inner)`` did, ignoring the mask that TimeDistributed accepted."""
+    import keras
+
+    class LastAxis(keras.layers.Layer):
+        def __init__(self, inner, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = inner
+
+        def call(self, inputs, mask=None):
+            return self.inner(inputs)
+
+    return LastAxis(inner, name=name)
 
 
 def swap_nodes(proto: onnx.ModelProto, directions: list[Direction]) -> int:

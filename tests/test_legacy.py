@@ -211,3 +211,25 @@ def test_an_activation_a_fused_node_cannot_hold_is_refused_by_name(tmp_path):
     src = _keras3(tmp_path, "elu", (10, 3), L.GRU(4, activation="elu", name="odd_gru"), L.Dense(1))
     with pytest.raises(UnsupportedModelError, match="'odd_gru' uses activation='elu'"):
         export(src, tmp_path / "elu.onnx")
+
+
+def test_keras3_h5_multi_input_and_timedistributed(tmp_path):
+    """Keras 3 .h5 names edgeattn's classes 'edgeattn>Attention'; TimeDistributed(Dense) must not become a Loop."""
+    import keras
+    from keras import layers as L
+
+    from edgeattn.layers import Attention
+
+    a, b = keras.Input((12, 3), name="a"), keras.Input((None, 2), name="b")
+    h = L.LSTM(8, return_sequences=True)(L.TimeDistributed(L.Dense(4))(a))
+    g = L.GRU(5)(b)
+    model = keras.Model([a, b], L.Dense(1)(L.Concatenate()([Attention(4)(h), g])))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.4, w.shape).astype(w.dtype) for w in model.get_weights()])
+    src = tmp_path / "two-inputs.h5"
+    model.save(src)
+    result = export(src, tmp_path / "two-inputs.onnx")
+    assert [name for name, _, _ in result.summary.inputs] == ["a", "b"]
+    histogram = result.summary.op_histogram
+    assert histogram.get("LSTM") == 1 and histogram.get("GRU") == 1 and not set(histogram) & graph.LOOP_OPS
+    assert result.parity.max_abs < 1e-5
