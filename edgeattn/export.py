@@ -119,12 +119,13 @@ def export(
 
     _stamp(proto, loaded.source.path, keras_model, options, parity, cases if options.golden else None)
     data = proto.SerializeToString()
-    ort_max_abs = None
+    ort_max_abs = operators = None
     if out.suffix.lower() == ".ort":
         data, operators = ortformat.to_ort(proto, out.stem)
         ort_max_abs = _same_outputs(proto, data, cases)
-        write_atomic(ortformat.config_path(out), operators.encode(), force=options.force)
     write_atomic(out, data, force=options.force)
+    if operators is not None:  # after the model: a run killed in between leaves a complete model
+        write_atomic(ortformat.config_path(out), operators.encode(), force=options.force)
     return ExportResult(
         path=out,
         size_bytes=len(data),
