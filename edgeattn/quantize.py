@@ -91,7 +91,11 @@ def quantize(
         raise InputError(f"{out}: the output must end in .onnx")
     check_writable(out, force)
     max_error = DEFAULT_MAX_ERROR[mode] if max_error is None else max_error
-    model = verify.load_onnx(src)
+    model = verify.load_onnx(src)  # external data, if any, was checked to stay in the model's folder
+    if graph.external_data(model):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(Path(src).resolve().parent))
     if graph.opset_of(model) < 13:
         raise InputError(f"{src}: per-channel weights need opset 13 or newer; re-export with --opset 17")
     float_bytes = len(model.SerializeToString())

@@ -390,3 +390,14 @@ def teardown_module(module):
         lines = ["| case | command | exit | first line |", "| --- | --- | --- | --- |"]
         lines += [f"| {n} | `{c}` | {e} | {m.replace('|', '/')} |" for n, c, e, m in ROWS]
         Path(table).write_text("\n".join(lines) + "\n")
+
+
+def test_external_data_inside_the_folder_is_fine(tmp_path):
+    model = onnx.load(SEED_ONNX)
+    path = tmp_path / "seed.onnx"
+    onnx.save(model, path, save_as_external_data=True, location="seed.data", size_threshold=1024)
+    np.save(tmp_path / "x.npy", np.zeros((2, 10, 1), np.float32))
+    done = run_cli("predict", path, tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    assert done.returncode == 0, done.stderr
+    shown = run_cli("inspect", path)
+    assert shown.returncode == 0 and "seed.data" in shown.stdout
