@@ -31,6 +31,14 @@ def _quiet_tensorflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _progress():
+    """A callback that shows the stages of long work on stderr, when stderr is a terminal (never in pipes
+    and logs, where the only stderr lines are an error and its hint)."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda stage: _emit(f"  ... {stage}", err=True)
+
+
 def _emit(text: str = "", err: bool = False) -> None:
     click.echo(text, err=err)
 
@@ -187,7 +195,7 @@ def export(
         atol=atol,
         golden=not no_golden,
     )
-    result = run_export(src, output, options)
+    result = run_export(src, output, options, progress=_progress())
     s = result.summary
     ops = ", ".join(f"{k} {v}" for k, v in s.op_histogram.items())
     _emit(f"exported {src} -> {result.path} in {result.seconds:.1f} s")
@@ -676,7 +684,7 @@ def bench(
         litert=litert,
         eager=eager,
         seconds=seconds,
-        progress=lambda text: _emit(f"  ... {text}", err=True),
+        progress=_progress(),
     )
     _emit(f"{model}: time {report.time_steps}, {threads} thread(s); {report.machine}")
     _emit(f"{'contender':<30} {'batch':>5} {'p50 us':>11} {'p99 us':>11} {'samples/s':>12} {'x floor':>8}")

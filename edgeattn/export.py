@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +59,13 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def export(
-    src: str | os.PathLike, out: str | os.PathLike, options: ExportOptions = ExportOptions()
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    options: ExportOptions = ExportOptions(),
+    progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
-    """Export the Keras model in ``src`` to the ONNX file ``out``."""
+    """Export the Keras model in ``src`` to the ONNX file ``out``; ``progress`` hears each stage's name."""
+    say = progress or (lambda _stage: None)
     from edgeattn.loading import load_model
 
     start = time.perf_counter()
@@ -70,6 +75,7 @@ def export(
     check_writable(out, options.force)
     if out.suffix.lower() == ".ort":
         check_writable(ortformat.config_path(out), options.force)
+    say(f"reading {Path(src).name} (its config is checked before Keras sees it)")
     loaded = load_model(src, unsafe=options.unsafe)
     keras_model = loaded.model
     if options.attention_weights:
@@ -87,6 +93,7 @@ def export(
             hint=_more(problems) or "see the README's table of supported layers; nothing was written",
         )
     stand_in, directions = recurrent.stand_in(keras_model)
+    say("converting with tf2onnx")
     proto = convert(stand_in, options.opset, like=keras_model)
     recurrent.swap_nodes(proto, directions)
     before = len(proto.graph.node)
@@ -108,6 +115,7 @@ def export(
     cases = verify.make_cases(
         specs, vocab=verify.vocab_size(keras_model), trained_length=_time_steps(keras_model)
     )
+    say(f"checking parity with Keras on {verify.describe(cases)}")
     parity = verify.compare(
         lambda feed: verify.keras_outputs(keras_model, feed),
         verify.open_session(proto, ["cpu"]),
@@ -121,6 +129,7 @@ def export(
     data = proto.SerializeToString()
     ort_max_abs = operators = None
     if out.suffix.lower() == ".ort":
+        say("saving in ORT format")
         data, operators = ortformat.to_ort(proto, out.stem)
         ort_max_abs = _same_outputs(proto, data, cases)
     write_atomic(out, data, force=options.force)
