@@ -143,17 +143,6 @@ def _float_weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return found
 
 
-def _session(source, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def sample_input(
     spec_shape: tuple, dtype: np.dtype, batch: int, time_steps: int, seed: int = 0
 ) -> np.ndarray:
@@ -219,7 +208,7 @@ def run(
 ) -> BenchReport:
     """Benchmark ``model_path`` against the floor and the optional contenders. See the module docstring."""
     from edgeattn.runtime import Predictor
-    from edgeattn.verify import load_onnx
+    from edgeattn.verify import load_onnx, open_session
 
     proto = load_onnx(model_path)
     predictor = Predictor(model_path, providers=["cpu"], threads=threads)
@@ -229,8 +218,8 @@ def run(
     steps = time_steps or (spec.shape[1] if len(spec.shape) > 1 and isinstance(spec.shape[1], int) else 10)
     report = BenchReport(str(model_path), machine(), threads, steps)
     floor, floor_inputs = floor_model(proto, steps)
-    floor_session = _session(floor.SerializeToString(), threads)
-    other_sessions = {name: _session(os.fspath(path), threads) for name, path in (others or {}).items()}
+    floor_session = open_session(floor, ["cpu"], threads)
+    other_sessions = {name: open_session(path, ["cpu"], threads) for name, path in (others or {}).items()}
     keras_model = _load_keras(keras_source, threads, progress) if keras_source else None
 
     for batch in batches:

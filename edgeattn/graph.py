@@ -333,22 +333,29 @@ def last_step_from_final_state(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnxruntime's offline optimizer at its BASIC level: constant folding, redundant nodes, MatMul+Add ->
-    Gemm; standard operators only (the EXTENDED and ALL levels insert ``com.microsoft`` ops). Unused opset
-    imports that onnxruntime declares are dropped again. Returns a new model."""
-    import tempfile
-
+def save_basic(model: onnx.ModelProto, target: str, ort_format: bool = False) -> None:
+    """Save ``model`` as onnxruntime's offline optimizer leaves it at the BASIC level (constant folding,
+    redundant nodes, ``MatMul``+``Add`` -> ``Gemm``; standard operators only, unlike the EXTENDED and ALL
+    levels, which insert ``com.microsoft`` ops), as ONNX or in onnxruntime's ORT format."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = target
+    options.log_severity_level = 3
+    if ort_format:
+        options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` after onnxruntime's BASIC level (see ``save_basic``), without the unused opset imports that
+    onnxruntime declares. Returns a new model."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="edgeattn-opt-") as tmp:
-        target = f"{tmp}/basic.onnx"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = target
-        options.log_severity_level = 3
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(target)
+        save_basic(model, f"{tmp}/basic.onnx")
+        optimized = onnx.load(f"{tmp}/basic.onnx")
     drop_unused_opsets(optimized)
     optimized.ir_version = model.ir_version
     return optimized

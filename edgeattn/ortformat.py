@@ -13,6 +13,7 @@ from pathlib import Path
 
 import onnx
 
+from edgeattn import graph
 from edgeattn.errors import CheckFailedError
 
 
@@ -31,13 +32,8 @@ def to_ort(model: onnx.ModelProto, name: str = "model") -> tuple[bytes, str]:
 
     with tempfile.TemporaryDirectory(prefix="edgeattn-ort-") as tmp:
         target = Path(tmp) / f"{name}.ort"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = str(target)
-        options.add_session_config_entry("session.save_model_format", "ORT")
-        options.log_severity_level = 3
         try:
-            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            graph.save_basic(model, str(target), ort_format=True)
         except Exception as exc:  # onnxruntime's own exception types
             raise CheckFailedError(f"onnxruntime could not convert the model to ORT format: {exc}") from None
         config = Path(tmp) / "required_operators.config"

@@ -121,18 +121,13 @@ def _child_model(path: str) -> dict:
 
 
 def _child_onnx(path: str) -> dict:
-    import onnxruntime as ort
-
     from edgeattn.runtime import is_ort_format
-    from edgeattn.verify import load_onnx
+    from edgeattn.verify import load_onnx, open_session
 
     # The protobuf parse and the external-data check (an ORT-format flatbuffer has neither).
     nodes = None if is_ort_format(path) else len(load_onnx(path, contain=False).graph.node)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    options.intra_op_num_threads = 1
     try:
-        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        open_session(path, ["cpu"], threads=1)
     except Exception as exc:  # a refusal is not a crash: the caller reports it in its own words
         text = str(exc).strip().splitlines()
         return {"nodes": nodes, "onnxruntime_error": text[0] if text else type(exc).__name__}

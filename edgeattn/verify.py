@@ -266,15 +266,25 @@ def compare(
     )
 
 
-def open_session(model: onnx.ModelProto | str | os.PathLike, providers=None):
-    """An onnxruntime session on the model (bytes in memory, or a file), with standard-only optimizations."""
+def open_session(
+    model: onnx.ModelProto | bytes | str | os.PathLike, providers=None, threads: int | None = None
+):
+    """An onnxruntime session on the model (a proto, bytes, or a file); ``threads``: intra-op threads, run
+    sequentially (as the benchmarks and the sandbox want it)."""
     import onnxruntime as ort
 
     from edgeattn.runtime import resolve_providers
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if isinstance(model, onnx.ModelProto):
+        source = model.SerializeToString()
+    else:
+        source = model if isinstance(model, bytes) else os.fspath(model)
     return ort.InferenceSession(source, options, providers=resolve_providers(providers))
 
 
