@@ -100,20 +100,18 @@ def stand_in(model):
 
     directions: list[Direction] = []
 
-    def marked_lstm(layer, **overrides):
+    def marked_lstm(layer):
         fill = (len(directions) + 1) * FILL_STEP
         directions.append(Direction(layer, fill))
-        options = {
-            "units": layer.units,
-            "return_sequences": layer.return_sequences,
-            "return_state": layer.return_state,
-            "go_backwards": layer.go_backwards,
-            "kernel_initializer": keras.initializers.Constant(fill),
-            "recurrent_initializer": keras.initializers.Constant(fill),
-            "name": layer.name,
-        }
-        options.update(overrides)
-        return keras.layers.LSTM(**options)
+        return keras.layers.LSTM(
+            layer.units,
+            return_sequences=layer.return_sequences,
+            return_state=layer.return_state,
+            go_backwards=layer.go_backwards,
+            kernel_initializer=keras.initializers.Constant(fill),
+            recurrent_initializer=keras.initializers.Constant(fill),
+            name=layer.name,
+        )
 
     def replace(layer):
         if isinstance(layer, keras.Model):
