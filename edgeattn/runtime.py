@@ -184,6 +184,13 @@ def _outside(folder: str, location: str) -> str | None:
     return None
 
 
+def _finite(x: np.ndarray) -> bool:
+    """True only if every value of float array x is finite (x.x is finite; cheaper than testing each value).
+    A False may also mean that x.x overflowed: callers then run the exact check."""
+    v = x.reshape(-1)
+    return math.isfinite(v.dot(v))
+
+
 def encode_array(array: np.ndarray) -> str:
     """An array as base64 ``.npy`` text (how reference inputs and outputs are stored in metadata)."""
     buf = io.BytesIO()
@@ -259,7 +266,6 @@ class Predictor:
         self._single = self._bind and len(self.inputs) == 1 and batch_size is None
         self._name0 = self.inputs[0].name if self.inputs else None
         self._dtype0 = self.inputs[0].dtype if self.inputs else None
-        self._float0 = bool(self.inputs) and self.inputs[0].dtype.kind == "f"
         self._attention_index = self._output_names.index(ATTENTION_OUTPUT) if self.has_attention else None
 
     @property
@@ -275,15 +281,15 @@ class Predictor:
     # -- input checks -------------------------------------------------------------------------------------
 
     def _check(self, spec: TensorSpec, x) -> np.ndarray:
-        # Fast path: an array of the right dtype, rank and fixed axes, and finite. A finite x.x is cheaper to
-        # test than every element; NaN, inf (or an overflow of x.x) fall through to the exact checks below.
+        # Fast path: an array of the right dtype, rank and fixed axes, and finite; anything else falls through
+        # to the exact checks below, which explain what is wrong.
         if type(x) is np.ndarray and x.dtype == spec.dtype and x.ndim == len(spec.shape):
             tail = self._tails[spec.name]
             if (
                 x.shape[1:] == tail
                 if tail is not None
                 else all(x.shape[a] == d for a, d in self._fixed[spec.name])
-            ) and (x.dtype.kind != "f" or self.allow_nonfinite or math.isfinite((v := x.reshape(-1)).dot(v))):
+            ) and (x.dtype.kind != "f" or self.allow_nonfinite or _finite(x)):
                 return x
         if isinstance(x, (str, bytes)):
             raise TypeError(
@@ -337,10 +343,10 @@ class Predictor:
 
     def run(self, x) -> list[np.ndarray]:
         """All outputs of the model, in the model's order, for a checked input."""
-        return [o.copy() for o in self._run(x)] if self._bind else self._run(x)
+        return self._run(x)
 
     def _run(self, x) -> list[np.ndarray]:
-        """The outputs; on the pre-bound path these are the binding's buffers, overwritten by the next call."""
+        """The outputs for a checked input: in chunks, through a pre-bound IOBinding, or a plain run."""
         feed = self._feed(x)
         if self.batch_size is not None:
             n = next(iter(feed.values())).shape[0]
@@ -360,8 +366,8 @@ class Predictor:
         """One run through an IOBinding whose input and output buffers were bound once for this shape.
 
         Binding anew on each call costs about what it saves; copying into a pre-bound buffer does not.
-        Bindings are per thread (a binding is not shareable) and kept for at most 8 shapes per thread. The
-        returned arrays are the binding's output buffers: callers copy what they hand out.
+        Bindings are per thread (a binding is not shareable) and kept for at most 8 shapes per thread. Returns
+        copies: the buffers are overwritten by the next call.
         """
         key = tuple([v.shape for v in feed.values()])
         cache = getattr(self._local, "bound", None)
@@ -385,7 +391,7 @@ class Predictor:
         for name, value in feed.items():
             np.copyto(inputs[name], value)
         self._session.run_with_iobinding(binding)
-        return results
+        return [r.copy() for r in results]
 
     def predict(self, x, return_attention: bool = False):
         """The prediction (the model's first output); with ``return_attention``, ``(prediction, weights)``."""
@@ -402,8 +408,8 @@ class Predictor:
             return results[0].copy()
         outputs = self._run(x)
         if return_attention:
-            return outputs[0].copy(), outputs[self._attention_index].copy()
-        return outputs[0].copy()
+            return outputs[0], outputs[self._attention_index]
+        return outputs[0]
 
     def _lane(self, x):
         """The pre-bound (binding, input buffer, output buffers) for x, when x needs no conversion and no
@@ -412,9 +418,7 @@ class Predictor:
             return None
         cache = getattr(self._local, "bound", None)
         bound = cache.get((x.shape,)) if cache else None
-        if bound is None or (
-            self._float0 and not self.allow_nonfinite and not math.isfinite((v := x.reshape(-1)).dot(v))
-        ):
+        if bound is None or (x.dtype.kind == "f" and not self.allow_nonfinite and not _finite(x)):
             return None
         binding, inputs, results = bound
         return binding, inputs[self._name0], results
