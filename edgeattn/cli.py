@@ -517,6 +517,7 @@ def inspect(model: Path, as_json: bool) -> None:
       edgeattn inspect model.onnx
     """
     from edgeattn import graph
+    from edgeattn.runtime import external_locations
     from edgeattn.verify import load_onnx
 
     proto = load_onnx(model)
@@ -533,7 +534,7 @@ def inspect(model: Path, as_json: bool) -> None:
         "inputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.inputs],
         "outputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.outputs],
         "op_histogram": s.op_histogram,
-        "external_data": graph.external_data(proto),
+        "external_data": external_locations(proto),
         "initializers": [
             {"name": t.name, "shape": list(t.dims), "bytes": t.ByteSize()}
             for t in sorted(proto.graph.initializer, key=lambda t: -t.ByteSize())

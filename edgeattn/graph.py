@@ -64,19 +64,6 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
     )
 
 
-def external_data(model: onnx.ModelProto) -> list[str]:
-    """The ``location`` of every initializer stored outside the file (read from the proto, nothing opened)."""
-    return sorted(
-        {
-            entry.value
-            for t in model.graph.initializer
-            if t.data_location == onnx.TensorProto.EXTERNAL
-            for entry in t.external_data
-            if entry.key == "location"
-        }
-    )
-
-
 def _initializer_names(graph) -> set[str]:
     return {t.name for t in graph.initializer}
 

@@ -27,7 +27,7 @@ from onnx import helper, numpy_helper
 from edgeattn import graph, verify
 from edgeattn.errors import CheckFailedError, InputError
 from edgeattn.files import check_writable, write_atomic
-from edgeattn.runtime import decode_array, encode_array
+from edgeattn.runtime import decode_array, encode_array, external_locations
 
 MODES = ("int8", "fp16")
 DEFAULT_MAX_ERROR = {"int8": 0.02, "fp16": 0.01}
@@ -92,7 +92,7 @@ def quantize(
     check_writable(out, force)
     max_error = DEFAULT_MAX_ERROR[mode] if max_error is None else max_error
     model = verify.load_onnx(src)  # external data, if any, was checked to stay in the model's folder
-    if graph.external_data(model):
+    if external_locations(model):
         from onnx.external_data_helper import load_external_data_for_model
 
         load_external_data_for_model(model, str(Path(src).resolve().parent))

@@ -139,7 +139,7 @@ def check_external_data(path: str | os.PathLike, model=None) -> list[str]:
         except Exception as exc:  # protobuf's DecodeError and friends
             raise ValueError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
     folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    locations = sorted(set(_external_locations(model.graph)))
+    locations = external_locations(model)
     for location in locations:
         problem = _outside(folder, location)
         if problem:
@@ -147,14 +147,20 @@ def check_external_data(path: str | os.PathLike, model=None) -> list[str]:
     return locations
 
 
-def _external_locations(graph):
+def external_locations(model) -> list[str]:
+    """The ``location`` of every tensor an ONNX model stores outside its file (initializers, sparse
+    initializers, node attributes, subgraphs), read from the proto: nothing is opened."""
+    return sorted(set(_locations(model.graph)))
+
+
+def _locations(graph):
     tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
     for node in graph.node:
         for attr in node.attribute:
             tensors.extend([attr.t] if attr.HasField("t") else [])
             tensors.extend(attr.tensors)
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _external_locations(sub)
+                yield from _locations(sub)
     for tensor in tensors:
         if tensor.data_location == 1:  # TensorProto.EXTERNAL
             entries = {e.key: e.value for e in tensor.external_data}
