@@ -76,15 +76,13 @@ def machine() -> str:
     )
 
 
-def floor_model(
-    model: onnx.ModelProto, time_steps: int
-) -> tuple[onnx.ModelProto, list[tuple[str, list[int]]]]:
+def floor_model(model: onnx.ModelProto, time_steps: int) -> tuple[onnx.ModelProto, dict[str, int]]:
     """A graph of the model's recurrent nodes alone, each fed from its own time-major input.
 
-    Returns the model and its inputs as (name, shape-without-batch as [time, None, features]).
+    Returns the model and its inputs' feature counts by name (each input is (time_steps, batch, features)).
     """
     constants = _float_weights(model)
-    nodes, inputs, outputs, used = [], [], [], []
+    nodes, inputs, outputs, used, features_of = [], [], [], [], {}
     for k, node in enumerate(n for n in model.graph.node if n.op_type in graph.RECURRENT_OPS):
         if any(name not in constants for name in node.input[1:4] if name):
             raise UnsupportedModelError(f"the recurrent node {node.name!r} has no constant weights")
@@ -93,6 +91,7 @@ def floor_model(
         hidden = next(a.i for a in node.attribute if a.name == "hidden_size")
         directions = int(w.dims[0])
         x_name, y_name = f"X{k}", f"Y{k}"
+        features_of[x_name] = features
         inputs.append(
             helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, [time_steps, "batch", features])
         )
@@ -111,9 +110,7 @@ def floor_model(
         raise UnsupportedModelError("the model has no fused recurrent node to measure a floor against")
     g = helper.make_graph(nodes, "floor", inputs, outputs, [constants[n] for n in dict.fromkeys(used) if n])
     floor = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset_of(model))])
-    return floor, [
-        (i.name, [time_steps, None, int(i.type.tensor_type.shape.dim[2].dim_value)]) for i in inputs
-    ]
+    return floor, features_of
 
 
 def _float_weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -141,17 +138,6 @@ def _float_weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
         arrays[node.output[0]] = value
         found[node.output[0]] = numpy_helper.from_array(value.astype(np.float32), node.output[0])
     return found
-
-
-def sample_input(
-    spec_shape: tuple, dtype: np.dtype, batch: int, time_steps: int, seed: int = 0
-) -> np.ndarray:
-    """Seeded input for one model input: floats in [-1, 1), integer token ids 1."""
-    rng = np.random.default_rng(seed)
-    shape = [batch] + [d if isinstance(d, int) else time_steps for d in spec_shape[1:]]
-    if np.dtype(dtype).kind in "iu":
-        return np.ones(shape, dtype)
-    return rng.uniform(-1, 1, shape).astype(dtype)
 
 
 def _time_calls(fn: Callable[[], object], seconds: float, max_calls: int = 20000) -> list[int]:
@@ -208,7 +194,7 @@ def run(
 ) -> BenchReport:
     """Benchmark ``model_path`` against the floor and the optional contenders. See the module docstring."""
     from edgeattn.runtime import Predictor
-    from edgeattn.verify import load_onnx, open_session
+    from edgeattn.verify import input_specs, load_onnx, make_cases, open_session
 
     proto = load_onnx(model_path)
     predictor = Predictor(model_path, providers=["cpu"], threads=threads)
@@ -223,10 +209,12 @@ def run(
     keras_model = _load_keras(keras_source, threads, progress) if keras_source else None
 
     for batch in batches:
-        x = sample_input(spec.shape, spec.dtype, batch, steps)
+        (case,) = make_cases(input_specs(proto), batches=(batch,), lengths=[steps])
+        x = case.feed[spec.name]
+        rng = np.random.default_rng(0)
         floor_feed = {
-            name: sample_input((None, shape[0], shape[2]), np.float32, batch, steps).transpose(1, 0, 2).copy()
-            for name, shape in floor_inputs
+            name: rng.uniform(-1, 1, (steps, batch, features)).astype(np.float32)
+            for name, features in floor_inputs.items()
         }
         contenders: dict[str, Callable[[], object]] = {
             FLOOR: lambda f=floor_feed: floor_session.run(None, f),
