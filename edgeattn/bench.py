@@ -191,6 +191,7 @@ def run(
     seconds: float = 2.0,
     time_steps: int | None = None,
     progress: Callable[[str], None] | None = None,
+    custom_layers=(),
 ) -> BenchReport:
     """Benchmark ``model_path`` against the floor and the optional contenders. See the module docstring."""
     from edgeattn.runtime import Predictor
@@ -206,7 +207,7 @@ def run(
     floor, floor_inputs = floor_model(proto, steps)
     floor_session = open_session(floor, ["cpu"], threads)
     other_sessions = {name: open_session(path, ["cpu"], threads) for name, path in (others or {}).items()}
-    keras_model = _load_keras(keras_source, threads, progress) if keras_source else None
+    keras_model = _load_keras(keras_source, threads, progress, custom_layers) if keras_source else None
 
     for batch in batches:
         (case,) = make_cases(input_specs(proto), batches=(batch,), lengths=[steps])
@@ -229,7 +230,7 @@ def run(
     return report
 
 
-def _load_keras(source, threads: int, progress):
+def _load_keras(source, threads: int, progress, custom_layers=()):
     from edgeattn.loading import load_model
 
     if progress:
@@ -241,7 +242,7 @@ def _load_keras(source, threads: int, progress):
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
-    return load_model(source).model
+    return load_model(source, custom_layers=custom_layers).model
 
 
 def _keras_contenders(

@@ -1,7 +1,8 @@
 """The ``edgeattn`` command line. Renders what the library returns; maps errors to exit codes.
 
 Exit codes: 0 success; 1 a check failed (parity, custom operator, unfused recurrent layer); 2 bad input or
-usage. Errors print one line ``error: ...`` (and at most one ``hint:`` line); ``--debug`` shows tracebacks.
+usage. Errors print one line ``error: ...``, at most one indented line per refused item, and at most one ``hint:``
+line; ``--debug`` (before or after the command) shows tracebacks.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ def _emit(text: str = "", err: bool = False) -> None:
 
 
 force_option = click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+custom_layers_option = click.option(
+    "--custom-layers",
+    "custom_layers",
+    multiple=True,
+    metavar="FILE.py|MODULE",
+    help="Your own layer code, imported so that the model's custom classes load (repeatable). Code you name "
+    "here is run; code inside the model file never is.",
+)
 unsafe_option = click.option(
     "--unsafe",
     is_flag=True,
@@ -155,21 +164,29 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
 @click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
 @click.option(
     "--attention-weights",
-    is_flag=True,
-    help="Add a second output 'attention_weights' of shape (batch, time).",
+    "attention_weights",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[LAYER]",
+    help="Add an output 'attention_weights': (batch, time) for edgeattn's layers, (batch, T_q, T_v) for "
+    "Keras' Attention/AdditiveAttention, (batch, heads, T_q, T_v) for MultiHeadAttention. With several "
+    "attention layers, name one (--attention-weights=LAYER).",
 )
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance (max abs error).")
 @click.option("--no-golden", is_flag=True, help="Do not store the reference inputs/outputs in the model.")
 @force_option
+@custom_layers_option
 @unsafe_option
 def export(
     src: Path,
     output: Path,
     opset: int,
-    attention_weights: bool,
+    attention_weights: str | None,
     atol: float,
     no_golden: bool,
     force: bool,
+    custom_layers: tuple[str, ...],
     unsafe: bool,
 ) -> None:
     """Export a Keras model (.keras or .h5) to a plain ONNX file, checked before it is written.
@@ -182,6 +199,8 @@ def export(
       edgeattn export model.keras -o model.onnx
       edgeattn export model.keras -o model.onnx --attention-weights --force
       edgeattn export model.h5 -o model.ort      # for a minimal onnxruntime build
+      edgeattn export model.h5 -o model.onnx --custom-layers my_layers.py   # your own layer classes
+      edgeattn export model.h5 -o model.onnx --attention-weights=mha        # one of several attention layers
     """
     _quiet_tensorflow()
     from edgeattn.export import ExportOptions
@@ -189,11 +208,12 @@ def export(
 
     options = ExportOptions(
         opset=opset,
-        attention_weights=attention_weights,
+        attention_weights=True if attention_weights == "*" else (attention_weights or False),
         force=force,
         unsafe=unsafe,
         atol=atol,
         golden=not no_golden,
+        custom_layers=custom_layers,
     )
     result = run_export(src, output, options, progress=_progress())
     s = result.summary
@@ -269,6 +289,7 @@ def _ints(value: str) -> tuple[int, ...]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the report as JSON ('-' for stdout).",
 )
+@custom_layers_option
 @unsafe_option
 def verify(
     model: Path,
@@ -282,6 +303,7 @@ def verify(
     rtol: float,
     seed: int,
     json_file: Path | None,
+    custom_layers: tuple[str, ...],
     unsafe: bool,
 ) -> None:
     """Prove that an ONNX model computes what its Keras model computes.
@@ -315,6 +337,7 @@ def verify(
         inputs_file=inputs_file,
         seed=seed,
         unsafe=unsafe,
+        custom_layers=custom_layers,
     )
     for note in notes:
         _emit(note)
@@ -648,6 +671,7 @@ def quantize(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the results as JSON.",
 )
+@custom_layers_option
 def bench(
     model: Path,
     keras_src: Path | None,
@@ -657,6 +681,7 @@ def bench(
     threads: int,
     seconds: float,
     json_file: Path | None,
+    custom_layers: tuple[str, ...],
 ) -> None:
     """Measure p50/p99 latency and throughput of the edgeattn Predictor on MODEL, in one process, against:
 
@@ -686,6 +711,7 @@ def bench(
         eager=eager,
         seconds=seconds,
         progress=_progress(),
+        custom_layers=custom_layers,
     )
     _emit(f"{model}: time {report.time_steps}, {threads} thread(s); {report.machine}")
     _emit(f"{'contender':<30} {'batch':>5} {'p50 us':>11} {'p99 us':>11} {'samples/s':>12} {'x floor':>8}")
@@ -708,6 +734,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn failures into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if debug:  # accepted before and after the command name
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
         cli.main(args=args, prog_name="edgeattn", standalone_mode=False)
     except click.exceptions.Abort:
@@ -725,6 +753,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _emit(f"error: {exc.message}", err=True)
+        for line in exc.details:
+            _emit(f"  {line}", err=True)
         if exc.hint:
             _emit(f"hint: {exc.hint}", err=True)
         sys.exit(exc.exit_code)

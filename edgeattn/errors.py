@@ -8,14 +8,16 @@ from __future__ import annotations
 
 
 class EdgeAttnError(Exception):
-    """Base class: a failure the user can act on. ``hint`` says how."""
+    """Base class: a failure the user can act on. ``hint`` says how; ``details`` are one line per item (a
+    refused layer, say) when there are several."""
 
     exit_code = 2
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, details: list[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = list(details or [])
 
 
 class InputError(EdgeAttnError):

@@ -1,7 +1,8 @@
 """Attention weights made visible: a compact text rendering and a heatmap image.
 
 Works on ONNX files exported with ``--attention-weights``, through the Predictor (no TensorFlow). Weights of
-shape (batch, time) (``Attention``) or (batch, n_queries, n_keys) (``NadarayaWatson``).
+shape (batch, time) (edgeattn's ``Attention``), (batch, n_queries, n_keys) (``NadarayaWatson``, Keras'
+``Attention`` and ``AdditiveAttention``) or (batch, heads, n_queries, n_keys) (``MultiHeadAttention``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from edgeattn.runtime import Predictor
 
 SHADES = " ▁▂▃▄▅▆▇█"
 MAX_TEXT_QUERIES = 4
+MAX_HEADS = 8
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,9 @@ class Explanation:
 
     series: np.ndarray  # the first input, first feature: (samples, time) (or (samples, n_queries))
     predictions: np.ndarray  # (samples, ...)
-    weights: np.ndarray  # (samples, time) or (samples, n_queries, n_keys)
+    weights: (
+        np.ndarray
+    )  # (samples, time), (samples, n_queries, n_keys) or (samples, heads, n_queries, n_keys)
 
     @property
     def peaks(self) -> np.ndarray:
@@ -76,11 +80,16 @@ def render_text(explanation: Explanation) -> str:
             lines.append(f"  attention  {_shade(w, 0.0)}")
         else:
             lines.append(f"sample {i}  prediction {_value(pred)}")
-            for q in range(min(len(w), MAX_TEXT_QUERIES)):
-                peak = int(w[q].argmax())
-                lines.append(f"  query {q:<3} {_shade(w[q], 0.0)}  peak at key {peak} ({w[q, peak]:.2f})")
-            if len(w) > MAX_TEXT_QUERIES:
-                lines.append(f"  ... {len(w) - MAX_TEXT_QUERIES} more queries (see --png)")
+            heads = w.reshape(-1, *w.shape[-2:])
+            for h, head in enumerate(heads[:MAX_HEADS]):
+                label = f"head {h} " if len(heads) > 1 else ""
+                for q in range(min(len(head), MAX_TEXT_QUERIES)):
+                    peak = int(head[q].argmax())
+                    lines.append(
+                        f"  {label}query {q:<3} {_shade(head[q], 0.0)}  peak at key {peak} ({head[q, peak]:.2f})"
+                    )
+            if w.shape[-2] > MAX_TEXT_QUERIES:
+                lines.append(f"  ... {w.shape[-2] - MAX_TEXT_QUERIES} more queries per head (see --png)")
     return "\n".join(lines)
 
 
@@ -93,13 +102,16 @@ def render_png(explanation: Explanation, title: str = "") -> bytes:
     import matplotlib.pyplot as plt
 
     w = explanation.weights
-    if w.ndim == 3:
-        fig, ax = plt.subplots(figsize=(8, 6))
-        image = ax.imshow(w[0], aspect="auto", cmap="viridis", interpolation="nearest")
-        ax.set_xlabel("key")
-        ax.set_ylabel("query")
-        ax.set_title(title or "kernel attention weights, sample 0")
-        fig.colorbar(image, ax=ax, label="weight")
+    if w.ndim >= 3:
+        heads = w[0].reshape(-1, *w.shape[-2:])[:MAX_HEADS]
+        fig, axes = plt.subplots(1, len(heads), figsize=(1 + 5 * len(heads), 5), squeeze=False)
+        for h, (ax, head) in enumerate(zip(axes[0], heads)):
+            image = ax.imshow(head, aspect="auto", cmap="viridis", interpolation="nearest", vmin=0.0)
+            ax.set_xlabel("key")
+            ax.set_ylabel("query")
+            ax.set_title(f"head {h}" if len(heads) > 1 else "sample 0")
+        fig.suptitle(title or "attention weights, sample 0")
+        fig.colorbar(image, ax=list(axes[0]), label="weight")
     else:
         n, steps = w.shape
         fig, (top, bottom) = plt.subplots(

@@ -8,9 +8,12 @@ keep the batch axis dynamic, and match Keras within tolerance on seeded inputs. 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,11 +35,13 @@ GOLDEN_SAMPLES = 4
 @dataclass(frozen=True)
 class ExportOptions:
     opset: int = DEFAULT_OPSET
-    attention_weights: bool = False
+    # True: the model's one attention layer; a name: that layer (for models with several).
+    attention_weights: bool | str = False
     force: bool = False
     unsafe: bool = False
     atol: float = verify.DEFAULT_ATOL
     golden: bool = True
+    custom_layers: tuple[str, ...] = ()  # the user's layer code: .py files or module names
 
 
 @dataclass
@@ -76,13 +81,14 @@ def export(
     if out.suffix.lower() == ".ort":
         check_writable(ortformat.config_path(out), options.force)
     say(f"reading {Path(src).name} (its config is checked before Keras sees it)")
-    loaded = load_model(src, unsafe=options.unsafe)
+    loaded = load_model(src, unsafe=options.unsafe, custom_layers=options.custom_layers)
     keras_model = loaded.model
     if options.attention_weights:
         from edgeattn.layers import with_attention_output
 
         try:
-            keras_model = with_attention_output(keras_model)
+            name = options.attention_weights if isinstance(options.attention_weights, str) else None
+            keras_model = with_attention_output(keras_model, name)
         except ValueError as exc:
             raise UnsupportedModelError(str(exc)) from None
 
@@ -149,7 +155,8 @@ def export(
 def convert(keras_model, opset: int = DEFAULT_OPSET, like=None) -> onnx.ModelProto:
     """The raw tf2onnx conversion, with an explicit input signature (batch axis free).
 
-    ``like``: the model whose input names the signature takes (default: ``keras_model``).
+    ``like``: the model whose input names the signature takes (default: ``keras_model``). TensorFlow ops
+    that tf2onnx cannot convert are refused, naming the Keras layer that uses them.
     """
     tf = require("tensorflow", "export")
     tf2onnx = require("tf2onnx", "export")
@@ -158,13 +165,94 @@ def convert(keras_model, opset: int = DEFAULT_OPSET, like=None) -> onnx.ModelPro
         tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.as_dtype(t.dtype), name=_input_name(t, i, like))
         for i, t in enumerate(like.inputs)
     ]
-    try:
-        proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)
-    except KeyError:
-        # Keras 3 Sequential models with an Embedding fail inside from_keras; tracing the call works.
-        function = tf.function(lambda *xs: keras_model(list(xs) if len(xs) > 1 else xs[0], training=False))
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    with _standard_gelu(tf), _unsupported_ops() as unsupported:
+        try:
+            proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)
+        except KeyError:
+            # Keras 3 Sequential models with an Embedding fail inside from_keras; tracing the call works.
+            function = tf.function(
+                lambda *xs: keras_model(list(xs) if len(xs) > 1 else xs[0], training=False)
+            )
+            concrete = function.get_concrete_function(*signature)  # traced once; tf2onnx reuses it
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+            _freeze_captures(proto, concrete)
+    if unsupported:
+        found = [f"layer {_layer_of(node, like)!r}: TensorFlow op {op} ({node})" for node, op in unsupported]
+        raise UnsupportedModelError(
+            f"cannot convert: {found[0]}, which tf2onnx has no ONNX form for"
+            if len(found) == 1
+            else f"cannot convert {len(found)} TensorFlow ops, which tf2onnx has no ONNX form for:",
+            details=found if len(found) > 1 else [],
+            hint="write the layer with keras.ops (or standard TensorFlow math) instead; nothing was written",
+        )
     return proto
+
+
+def _freeze_captures(proto: onnx.ModelProto, concrete) -> None:
+    """Constants that the traced function captured (a layer's precomputed table, say) as initializers:
+    tf2onnx's ``from_function`` leaves them as graph inputs."""
+    from onnx import numpy_helper
+
+    captured = {
+        internal.name: external
+        for external, internal in zip(concrete.captured_inputs, concrete.graph.internal_captures)
+        if external.dtype.name != "resource"
+    }
+    for value in list(proto.graph.input):
+        if value.name in captured:
+            array = np.asarray(captured[value.name].numpy())
+            proto.graph.initializer.append(numpy_helper.from_array(array, value.name))
+            proto.graph.input.remove(value)
+
+
+@contextlib.contextmanager
+def _standard_gelu(tf):
+    """While converting, ``tf.nn.gelu`` computes the exact GELU with ``Erf`` (TensorFlow's uses ``Erfc``,
+    which tf2onnx cannot convert). Keras' ``gelu`` activation calls it; the parity check then compares the
+    result with the unchanged Keras model."""
+    from edgeattn import tfops
+
+    original = tf.nn.gelu
+    tf.nn.gelu = lambda features, approximate=False, name=None: tfops.gelu(tf.math, features, approximate)
+    try:
+        yield
+    finally:
+        tf.nn.gelu = original
+
+
+UNSUPPORTED_OP = re.compile(r"Tensorflow op \[(?P<node>.+): (?P<op>\w+)\] is not supported")
+
+
+@contextlib.contextmanager
+def _unsupported_ops():
+    """Collect what tf2onnx reports as unsupported ((node, op) pairs) instead of letting it print."""
+    found: list[tuple[str, str]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            match = UNSUPPORTED_OP.search(record.getMessage())
+            if match and (match["node"], match["op"]) not in found:
+                found.append((match["node"], match["op"]))
+
+    logger = logging.getLogger("tf2onnx")
+    handler, propagate = Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _layer_of(node: str, keras_model) -> str:
+    """The Keras layer that a TensorFlow node name (``model/dense_5_1/Gelu/Erfc``) comes from."""
+    names = {layer.name for layer in verify.walk_layers(keras_model)}
+    for part in node.split("/"):
+        for candidate in (part, re.sub(r"_\d+$", "", part)):
+            if candidate in names:
+                return candidate
+    return node.split("/")[1] if "/" in node else node
 
 
 def _input_name(tensor, index: int, keras_model) -> str:
@@ -217,6 +305,12 @@ def _time_steps(keras_model) -> int | None:
     return shape[1] if len(shape) >= 2 and isinstance(shape[1], int) else None
 
 
+def _attention_layer(keras_model) -> str:
+    """The name of the layer whose weights ``with_attention_output`` made the last output."""
+    history = keras_model.outputs[-1]._keras_history
+    return history.operation.name
+
+
 def _more(problems: list[str]) -> str | None:
     return "also: " + "; ".join(problems[1:3]) if len(problems) > 1 else None
 
@@ -235,6 +329,7 @@ def _stamp(proto, source: Path, keras_model, options: ExportOptions, parity, cas
         "edgeattn.onnx_version": onnx.__version__,
         "edgeattn.opset": str(graph.opset_of(proto)),
         "edgeattn.source": source.name,
+        **({"edgeattn.attention_layer": _attention_layer(keras_model)} if options.attention_weights else {}),
         "edgeattn.source_path": str(source.resolve()),
         "edgeattn.source_sha256": sha256_of(source),
         "edgeattn.inputs": json.dumps(

@@ -14,6 +14,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from edgeattn import tfops
+from edgeattn.legacy import TENSOR_SLOT
+
 SCORES = ("luong", "bahdanau")
 
 
@@ -131,28 +134,92 @@ def hard_sigmoid_keras2(x):
     return ops.clip(0.2 * x + 0.5, 0.0, 1.0)
 
 
+@keras.saving.register_keras_serializable(package="edgeattn", name="gelu_erf")
+def gelu_erf(x):
+    """Keras' exact GELU written with ``Erf`` (ONNX has it); TensorFlow's own uses ``Erfc``, which tf2onnx
+    cannot convert. Used in place of ``gelu`` while converting; the parity check compares it with Keras'."""
+    return tfops.gelu(ops, x)
+
+
+@keras.saving.register_keras_serializable(package="edgeattn")
+class TFOp(layers.Layer):
+    """A TensorFlow function that a Keras 2 file recorded by name (``TFOpLambda``, ``SlicingOpLambda``),
+    rebuilt with ``keras.ops`` from edgeattn's allowlist (``edgeattn.tfops``): data, never code.
+
+    ``arguments`` is the call's template, ``{"args": [...], "kwargs": {...}}``, in which
+    ``{"__edgeattn_input__": i}`` stands for the i-th tensor of the layer's input list.
+    """
+
+    def __init__(self, function: str, arguments: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not tfops.known(function):
+            raise ValueError(f"tf.{function} is not in edgeattn's list of pure tensor functions")
+        self.function = function
+        self.arguments = arguments or {"args": [], "kwargs": {}}
+
+    def call(self, inputs):
+        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+        def fill(value):
+            if isinstance(value, dict) and set(value) == {TENSOR_SLOT}:
+                return tensors[value[TENSOR_SLOT]]
+            if isinstance(value, dict):
+                return {k: fill(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [fill(v) for v in value]
+            return value
+
+        return tfops.apply(ops, self.function, fill(self.arguments["args"]), fill(self.arguments["kwargs"]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"function": self.function, "arguments": self.arguments})
+        return config
+
+
 ATTENTION_LAYERS = (Attention, NadarayaWatson)
 
 
-def with_attention_output(model: keras.Model) -> keras.Model:
-    """The same model (same layer objects, same weights) with the attention weights as a last output.
+def attention_layers(model: keras.Model) -> list:
+    """The top-level layers of ``model`` whose attention weights can be an output: edgeattn's, and Keras'
+    ``Attention``, ``AdditiveAttention`` and ``MultiHeadAttention`` (all answer ``return_attention_scores``)."""
+    kinds = (*ATTENTION_LAYERS, layers.Attention, layers.AdditiveAttention, layers.MultiHeadAttention)
+    return [layer for layer in model.layers if isinstance(layer, kinds)]
 
-    The model must hold exactly one edgeattn attention layer at its top level. Sequential models are traced
-    layer by layer; functional models are re-traced with the attention layer asked for its scores.
+
+def with_attention_output(model: keras.Model, layer_name: str | None = None) -> keras.Model:
+    """The same model (same layer objects, same weights) with one attention layer's weights as a last output.
+
+    ``layer_name`` picks the layer when the model has several (see ``attention_layers``). Sequential models
+    are traced layer by layer; functional models are re-traced with that layer asked for its scores.
     """
-    found = [layer for layer in model.layers if isinstance(layer, ATTENTION_LAYERS)]
-    if len(found) != 1:
+    candidates = attention_layers(model)
+    names = ", ".join(f"{c.name!r} ({type(c).__name__})" for c in candidates) or "none"
+    if layer_name is not None:
+        chosen = [c for c in candidates if c.name == layer_name]
+        if not chosen:
+            raise ValueError(
+                f"--attention-weights {layer_name!r}: no such attention layer; the model has: {names}"
+            )
+    elif len(candidates) == 1:
+        chosen = candidates
+    elif not candidates:
         raise ValueError(
-            f"--attention-weights needs exactly one edgeattn Attention or NadarayaWatson layer at the top level "
-            f"of the model; found {len(found)}"
+            "--attention-weights needs an attention layer at the top level of the model (edgeattn's Attention or "
+            "NadarayaWatson, Keras' Attention, AdditiveAttention or MultiHeadAttention); found none"
         )
+    else:
+        raise ValueError(
+            f"the model has {len(candidates)} attention layers: {names}; name one with --attention-weights=LAYER"
+        )
+    target = chosen[0]
     captured = []
     originals = {}
 
     def clone(layer):
         # Keras cannot re-trace a layer with a different number of outputs than its first call gave, so the
         # attention layer is replaced by a fresh copy whose first call asks for the scores; same weights.
-        if isinstance(layer, ATTENTION_LAYERS):
+        if layer is target:
             fresh = layer.__class__.from_config(layer.get_config())
             originals[id(fresh)] = layer
             return fresh

@@ -3,8 +3,9 @@
 Nothing from the file is deserialized before its whole config has been read as data (JSON from the ``.keras``
 zip or from the ``model_config`` attribute of the ``.h5``) and checked, recursively, against edgeattn's
 registry of layer classes. Lambda layers, unknown classes and configs that name arbitrary modules or functions
-are refused by name unless the caller passes ``unsafe=True``. Legacy (Keras 2) configs are rewritten for
-Keras 3 and the weights loaded by Keras's own HDF5 reader; ``tf_keras`` is never used.
+are refused by name unless the caller passes ``unsafe=True``. Classes from the user's own layer code
+(``custom_layers``, see ``edgeattn.custom_layers``) are known too. Legacy (Keras 2) configs are rewritten for
+Keras 3 (``edgeattn.legacy``) and the weights loaded by Keras's own HDF5 reader; ``tf_keras`` is never used.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeattn import sandbox
+from edgeattn import legacy, sandbox, tfops
 from edgeattn.errors import EdgeAttnError, InputError, UnsafeModelError, UnsupportedModelError, require
 
 # Keras layer classes that edgeattn loads and exports. Anything else is refused unless --unsafe.
@@ -25,10 +26,12 @@ KERAS_LAYERS = frozenset(
     GaussianDropout AlphaDropout Embedding Masking Activation Concatenate Add Subtract Multiply Average Maximum
     Minimum Flatten Reshape Permute RepeatVector LayerNormalization BatchNormalization Conv1D MaxPooling1D
     AveragePooling1D GlobalAveragePooling1D GlobalMaxPooling1D ReLU LeakyReLU PReLU ELU Softmax Dot Cropping1D
-    ZeroPadding1D UpSampling1D Functional Sequential Model
+    ZeroPadding1D UpSampling1D Functional Sequential Model Attention AdditiveAttention MultiHeadAttention
+    EinsumDense Identity UnitNormalization GroupNormalization ActivityRegularization CuDNNLSTM CuDNNGRU
+    TFOpLambda SlicingOpLambda
     """.split()
 )
-EDGEATTN_LAYERS = frozenset({"Attention", "NadarayaWatson"})
+EDGEATTN_LAYERS = frozenset({"Attention", "NadarayaWatson", "TFOp"})
 LAYER_REGISTRY = KERAS_LAYERS | EDGEATTN_LAYERS
 
 # Objects other than layers that may appear in configs (initializers, regularizers, constraints, dtype
@@ -61,11 +64,6 @@ FUNCTION_MODULES = (
 # Keras op classes (``keras.src.ops.*``, e.g. ``GetItem`` for ``x[:, -1]``) are plain tensor operations.
 KERAS_OP_MODULE = "keras.src.ops."
 LAYER_KEYS = ("layers", "layer", "forward_layer", "backward_layer", "cell", "cells")
-# Keras 2 keys that Keras 3 refuses; they carry no information for inference.
-LEGACY_KEYS = ("time_major", "implementation")
-# Keras 2 activations whose Keras 3 namesakes compute something else.
-ACTIVATION_KEYS = ("activation", "recurrent_activation")
-LEGACY_ACTIVATIONS = {"hard_sigmoid": "hard_sigmoid_keras2"}
 
 
 @dataclass
@@ -152,27 +150,47 @@ def _as_dict(path: Path, config) -> dict:
     return config
 
 
-def check_config(config: dict, unsafe: bool = False) -> list[str]:
+def check_config(config: dict, unsafe: bool = False, custom: frozenset[str] = frozenset()) -> list[str]:
     """Walk a model config and refuse anything that could run code. Returns the layer classes found.
 
-    Raises ``UnsafeModelError`` naming the offending layer (unless ``unsafe``).
+    ``custom``: class names (bare or ``Package>Name``) of the user's own layer code, which may appear.
+    Raises ``UnsafeModelError`` listing every refused layer and why (unless ``unsafe``).
     """
     found: list[str] = []
-    problems: list[str] = []
-    _walk(config, is_layer=True, where="model", found=found, problems=problems)
+    problems: list[Refusal] = []
+    _walk(config, is_layer=True, where="model", found=found, problems=problems, custom=custom)
     if problems and not unsafe:
         raise UnsafeModelError(
-            f"refused to load: {problems[0]}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-            hint="nothing from the file was run; pass --unsafe only if you trust the file and its author",
+            f"refused to load: {problems[0].text}"
+            if len(problems) == 1
+            else f"refused to load {len(problems)} layers of the file (nothing from it was run):",
+            details=[p.text for p in problems] if len(problems) > 1 else [],
+            hint=_hint(problems),
         )
     return found
 
 
-def _walk(node, is_layer: bool, where: str, found: list[str], problems: list[str]) -> None:
+@dataclass(frozen=True)
+class Refusal:
+    text: str
+    custom_class: str | None = None  # a class the user's own layer code could supply
+
+
+def _hint(problems: list[Refusal]) -> str:
+    classes = sorted({p.custom_class for p in problems if p.custom_class})
+    if classes:
+        holding = ", ".join(repr(c) for c in classes)
+        return (
+            f"pass --custom-layers FILE.py holding class {holding} (the layer code you trust); "
+            "code inside the model file is never run"
+        )
+    return "nothing from the file was run; pass --unsafe only if you trust the file and its author"
+
+
+def _walk(node, is_layer: bool, where: str, found: list[str], problems: list, custom: frozenset) -> None:
     if isinstance(node, list):
         for item in node:
-            _walk(item, is_layer, where, found, problems)
+            _walk(item, is_layer, where, found, problems, custom)
         return
     if not isinstance(node, dict):
         return
@@ -181,72 +199,76 @@ def _walk(node, is_layer: bool, where: str, found: list[str], problems: list[str
         cfg = node.get("config")
         name = node.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
         label = f"{cls} layer {name!r}" if name else f"{cls}"
+        if is_layer and _is_custom(node, cls, custom):
+            found.append(cls)
+            return  # the user's own class: its config is its own business
         problem = _judge(node, cls, is_layer)
         if problem:
-            problems.append(f"{label} in {where}: {problem}")
+            problems.append(Refusal(f"{label} in {where}: {problem[0]}", problem[1]))
             return  # what lies inside a refused object is refused with it
-        if is_layer and not problem:
+        if is_layer:
             found.append(cls)
         where = f"{cls} {name!r}" if (is_layer and name) else where
     for key, value in node.items():
         if key in ("module", "registered_name", "class_name"):
             continue
-        _walk(value, key in LAYER_KEYS, where, found, problems)
+        _walk(value, key in LAYER_KEYS, where, found, problems, custom)
 
 
-def _judge(node: dict, cls: str, is_layer: bool) -> str | None:
-    """Why this config object must not be deserialized, or None when it is safe."""
+def _is_custom(node: dict, cls: str, custom: frozenset) -> bool:
+    if not custom or cls in {"Lambda", "__lambda__", "function"}:
+        return False
+    registered = node.get("registered_name")
+    return cls in custom or (isinstance(registered, str) and registered in custom)
+
+
+def _judge(node: dict, cls: str, is_layer: bool) -> tuple[str, str | None] | None:
+    """Why this config object must not be deserialized (and the class the user's own code could supply),
+    or None when it is safe."""
     module = node.get("module")
     registered = node.get("registered_name")
+    bare = cls.split(">", 1)[-1]
     if cls.startswith("edgeattn>"):  # Keras 3 .h5 configs name registered classes "package>Class"
-        cls = cls.split(">", 1)[1]
+        cls = bare
         if cls not in EDGEATTN_LAYERS:
-            return f"edgeattn>{cls} is not a class edgeattn has"
+            return f"edgeattn>{cls} is not a class edgeattn has", None
     if cls in DATA_MARKERS:
         return None
     if cls in {"Lambda", "__lambda__"}:
-        return "a Lambda layer holds Python code"
+        return "a Lambda layer holds Python code", None
     if cls == "function":
         fn = node.get("config")
         if isinstance(module, str) and module.startswith(FUNCTION_MODULES) and isinstance(fn, str):
             return None
-        return f"names the function {module}.{fn}, which is not a Keras activation, loss or metric"
+        return f"names the function {module}.{fn}, which is not a Keras activation, loss or metric", None
+    if cls in legacy.TF_OP_LAYERS:
+        function = (node.get("config") or {}).get("function")
+        if isinstance(function, str) and tfops.known(function):
+            return None
+        return f"calls tf.{function}, which is not in edgeattn's list of pure tensor functions", None
     if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
         if cls in EDGEATTN_LAYERS and (
             registered in (None, f"edgeattn>{cls}") or module.startswith("edgeattn")
         ):
             return None
-        return f"names the module {module!r}, which is not Keras (edgeattn runs no outside code)"
+        return f"names the module {module!r}, which is not Keras (edgeattn runs no outside code)", bare
     if (
         isinstance(registered, str)
         and ">" in registered
         and registered.split(">")[0] not in ("edgeattn", "keras")
     ):
-        return f"is registered as {registered!r}, a custom class edgeattn does not know"
+        return f"is registered as {registered!r}, a custom class edgeattn does not know", bare
+    if ">" in cls:
+        return f"is registered as {cls!r}, a custom class edgeattn does not know", bare
     if is_layer:
         if cls in LAYER_REGISTRY:
             return None
         if isinstance(module, str) and module.startswith(KERAS_OP_MODULE):
             return None
-        return f"{cls} is not a layer edgeattn knows (the README lists the supported layers)"
+        return f"{cls} is not a layer edgeattn knows (the README lists the supported layers)", cls
     if module is None and cls not in KNOWN_OBJECTS and cls not in LAYER_REGISTRY:
-        return f"{cls} is not a Keras object edgeattn knows"
+        return f"{cls} is not a Keras object edgeattn knows", None
     return None
-
-
-def rewrite_legacy(config):
-    """A Keras 2 config made fit for Keras 3, recursively, in a copy: the keys Keras 3 refuses
-    (``time_major``, ...) dropped, and ``hard_sigmoid`` activations kept Keras 2's (``hard_sigmoid_keras2``:
-    Keras 3 redefined ``hard_sigmoid``, which would silently change the numbers)."""
-    if isinstance(config, list):
-        return [rewrite_legacy(item) for item in config]
-    if not isinstance(config, dict):
-        return config
-    return {
-        k: LEGACY_ACTIVATIONS.get(v, v) if k in ACTIVATION_KEYS and isinstance(v, str) else rewrite_legacy(v)
-        for k, v in config.items()
-        if k not in LEGACY_KEYS
-    }
 
 
 @dataclass
@@ -255,19 +277,29 @@ class LoadedModel:
     source: ModelConfig
 
 
-def load_model(path: str | os.PathLike, unsafe: bool = False) -> LoadedModel:
-    """Load a Keras model safely (see the module docstring). Raises ``EdgeAttnError`` kinds."""
+def load_model(path: str | os.PathLike, unsafe: bool = False, custom_layers=()) -> LoadedModel:
+    """Load a Keras model safely (see the module docstring). Raises ``EdgeAttnError`` kinds.
+
+    ``custom_layers``: ``.py`` files or module names holding the user's own layer classes (imported: the
+    user names them, so the user trusts them).
+    """
     source = read_config(path)
-    source.layer_classes = check_config(source.config, unsafe=unsafe)
+    user: dict[str, object] = {}
+    if custom_layers:
+        require("tensorflow", "export")
+        from edgeattn.custom_layers import import_layers
+
+        user = import_layers(custom_layers)
+    source.layer_classes = check_config(source.config, unsafe=unsafe, custom=frozenset(user))
     require("tensorflow", "export")
     import keras
 
-    from edgeattn.layers import Attention, NadarayaWatson, hard_sigmoid_keras2
+    from edgeattn.layers import TFOp, hard_sigmoid_keras2
 
     custom = {
-        "Attention": Attention,
-        "NadarayaWatson": NadarayaWatson,
         "hard_sigmoid_keras2": hard_sigmoid_keras2,
+        **{name: TFOp for name in legacy.TF_OP_LAYERS},
+        **user,
     }
     try:
         if source.format == "keras":
@@ -281,11 +313,23 @@ def load_model(path: str | os.PathLike, unsafe: bool = False) -> LoadedModel:
     except Exception as exc:
         raise UnsupportedModelError(
             f"{source.path}: Keras could not build the model: {_first_line(exc)}",
-            hint="run with --debug for the full traceback",
+            hint="run with --debug for the full traceback"
+            + ("; a class of --custom-layers may not load under Keras 3" if user else ""),
         ) from exc
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(f"{source.path} holds a {type(model).__name__}, not a Keras model")
     return LoadedModel(model=model, source=source)
+
+
+class _Without:
+    """A model as Keras's by-name weight loader sees it, less some layers (whose weights edgeattn converts)."""
+
+    def __init__(self, model, names) -> None:
+        self._model = model
+        self.layers = [layer for layer in model.layers if layer.name not in names]
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
 
 
 def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
@@ -293,11 +337,14 @@ def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
     from keras.src.legacy.saving import legacy_h5_format, saving_options, saving_utils
     from keras.src.saving import serialization_lib
 
-    config = rewrite_legacy(source.config)
+    try:
+        rewritten = legacy.rewrite(source.config, user_classes=frozenset(custom))
+    except ValueError as exc:
+        raise UnsupportedModelError(f"{source.path}: {exc}") from None
     with h5py.File(source.path, "r") as f:
         legacy_scope = saving_options.keras_option_scope(use_legacy_config=True)
         with legacy_scope, serialization_lib.SafeModeScope(not unsafe):
-            model = saving_utils.model_from_config(config, custom_objects=custom)
+            model = saving_utils.model_from_config(rewritten.config, custom_objects=custom)
             weights = legacy_h5_format.safe_get_h5_group(f, "model_weights")
             stored = {
                 name
@@ -307,7 +354,11 @@ def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
             missing = [layer.name for layer in model.layers if layer.weights and layer.name not in stored]
             if missing:
                 raise UnsupportedModelError(f"{source.path} holds no weights for the layer {missing[0]!r}")
-            legacy_h5_format.load_weights_from_hdf5_group_by_name(weights, model)
+            # CuDNN layers' weights are converted here; Keras loads the rest by layer name.
+            legacy_h5_format.load_weights_from_hdf5_group_by_name(weights, _Without(model, rewritten.cudnn))
+            for name, kinds in rewritten.cudnn.items():
+                values = legacy_h5_format.load_subset_weights_from_hdf5_group(weights[name])
+                model.get_layer(name).set_weights(legacy.cudnn_weights(kinds, values))
             _attention_weights_by_name(weights, model)
     return model
 

@@ -289,13 +289,16 @@ def open_session(
 
 
 def vocab_size(keras_model) -> int | None:
-    """The ``input_dim`` of the model's first Embedding layer (for valid token ids), if any."""
+    """The smallest ``input_dim`` of the model's Embedding layers, if any: seeded token ids below it are
+    valid for every Embedding (a model may embed tokens and positions from two integer inputs)."""
     import keras
 
-    for layer in walk_layers(keras_model):
-        if isinstance(layer, keras.layers.Embedding):
-            return int(layer.input_dim)
-    return None
+    dims = [
+        int(layer.input_dim)
+        for layer in walk_layers(keras_model)
+        if isinstance(layer, keras.layers.Embedding)
+    ]
+    return min(dims) if dims else None
 
 
 def walk_layers(model):
@@ -316,6 +319,7 @@ def verify_against_keras(
     seed: int = 0,
     unsafe: bool = False,
     providers=None,
+    custom_layers=(),
 ) -> ParityReport:
     """Check ``onnx_path``'s structure, then its outputs against the Keras model in ``keras_src``."""
     from edgeattn.layers import with_attention_output
@@ -324,10 +328,11 @@ def verify_against_keras(
 
     proto = load_onnx(onnx_path)
     problems = graph.check_structure(proto)
-    loaded = load_model(keras_src, unsafe=unsafe)
+    loaded = load_model(keras_src, unsafe=unsafe, custom_layers=custom_layers)
     keras_model = loaded.model
     if ATTENTION_OUTPUT in [o.name for o in proto.graph.output]:
-        keras_model = with_attention_output(keras_model)
+        meta = {p.key: p.value for p in proto.metadata_props}
+        keras_model = with_attention_output(keras_model, meta.get("edgeattn.attention_layer"))
     specs = input_specs(proto)
     if inputs_file is not None:
         cases = cases_from_file(inputs_file, specs)

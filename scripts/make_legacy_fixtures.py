@@ -29,7 +29,8 @@ VENV = Path(os.environ.get("EDGEATTN_LEGACY_VENV", Path.home() / ".cache" / "edg
 VERSIONS = ("4.1", "5.0.0")
 
 
-def outside() -> None:
+def side_python() -> Path:
+    """The side venv's python (TF 2.15, Keras 2), created on first use."""
     python = VENV / "bin" / "python"
     if not python.exists():
         print(f"creating {VENV} (tensorflow-cpu==2.15.1; a few minutes)", flush=True)
@@ -38,6 +39,11 @@ def outside() -> None:
             [str(python), "-m", "pip", "install", "-q", "tensorflow-cpu==2.15.1", "h5py<3.12", "numpy<2"],
             check=True,
         )
+    return python
+
+
+def outside() -> None:
+    python = side_python()
     for version in VERSIONS:
         target = VENV / f"attention-{version}"
         if not target.exists():

@@ -9,7 +9,8 @@ import keras
 import pytest
 
 from edgeattn.errors import InputError, UnsafeModelError
-from edgeattn.loading import check_config, read_config, rewrite_legacy
+from edgeattn.legacy import rewrite
+from edgeattn.loading import check_config, read_config
 
 
 def _keras_zip_with(tmp_path, config: dict):
@@ -98,4 +99,4 @@ def test_rewrite_legacy_drops_time_major():
         "class_name": "LSTM",
         "config": {"units": 3, "time_major": False, "nested": [{"time_major": 1}]},
     }
-    assert rewrite_legacy(config) == {"class_name": "LSTM", "config": {"units": 3, "nested": [{}]}}
+    assert rewrite(config).config == {"class_name": "LSTM", "config": {"units": 3, "nested": [{}]}}

@@ -1,0 +1,261 @@
+"""Keras 2 model configs and weights, made fit for Keras 3. Pure data: nothing here imports Keras.
+
+What Keras 3 cannot read in a Keras 2 ``.h5`` config, rewritten in a copy:
+- keys Keras 3 refuses (``time_major``, ``implementation``) are dropped;
+- ``hard_sigmoid`` stays Keras 2's (``hard_sigmoid_keras2``): Keras 3 redefined it;
+- the ``attention`` package's ``Attention`` (``units``/``score``) becomes ``edgeattn>Attention``, so that
+  ``Attention`` alone means Keras' own layer;
+- ``CuDNNLSTM`` / ``CuDNNGRU`` become ``LSTM`` / ``GRU`` with what cuDNN computes (tanh, sigmoid gates, GRU
+  ``reset_after=True``); their weights are converted by ``cudnn_weights`` as they are loaded;
+- ``TFOpLambda`` / ``SlicingOpLambda`` keep the recorded TF function name; their tensors and constant
+  arguments move into an argument template (see ``edgeattn.layers.TFOp``);
+- call arguments that hold other tensors (``MultiHeadAttention(query, value=..., key=...)``, ``y`` of a TF op)
+  are written in Keras 3's node form, which resolves tensor references; Keras 3's reader of Keras 2 nodes
+  passes them on as plain lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Keras 2 keys that Keras 3 refuses; they carry no information for inference.
+LEGACY_KEYS = ("time_major", "implementation")
+# Keras 2 activations whose Keras 3 namesakes compute something else.
+ACTIVATION_KEYS = ("activation", "recurrent_activation")
+LEGACY_ACTIVATIONS = {"hard_sigmoid": "hard_sigmoid_keras2"}
+# Keys of one class that Keras 2 wrote and Keras 3 refuses (MultiHeadAttention's build shapes).
+LEGACY_CLASS_KEYS = {"MultiHeadAttention": ("query_shape", "key_shape", "value_shape")}
+CUDNN = {"CuDNNLSTM": "LSTM", "CuDNNGRU": "GRU"}
+TF_OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
+CONSTANT = "_CONSTANT_VALUE"
+TENSOR_SLOT = "__edgeattn_input__"
+
+
+@dataclass
+class Rewritten:
+    """A Keras 3-ready copy of a Keras 2 config, and the layers whose stored weights are cuDNN's."""
+
+    config: dict
+    cudnn: dict[str, list[str]] = field(default_factory=dict)  # layer name -> kind per stored direction
+    package_attention: bool = True  # read "Attention" with units/score as the attention package's
+
+
+def rewrite(config: dict, user_classes: frozenset[str] = frozenset()) -> Rewritten:
+    """``user_classes``: names the user's own layer code supplies; a user's ``Attention`` is left alone."""
+    result = Rewritten(config={}, package_attention="Attention" not in user_classes)
+    result.config = _rewrite(config, result, names=frozenset())
+    return result
+
+
+def is_package_attention(config) -> bool:
+    """The ``attention`` package's layer (``units``, ``score``), as opposed to ``keras.layers.Attention``."""
+    return isinstance(config, dict) and "units" in config and "score_mode" not in config
+
+
+def _rewrite(node, result: Rewritten, names: frozenset):
+    if isinstance(node, list):
+        return [_rewrite(item, result, names) for item in node]
+    if not isinstance(node, dict):
+        return node
+    cls = node.get("class_name")
+    if isinstance(cls, str) and isinstance(node.get("config"), dict):
+        node = _rewrite_layer(node, result, names)
+        layers = node["config"].get("layers")
+        if isinstance(layers, list):  # a functional or sequential model: its layers name each other
+            names = frozenset(
+                layer.get("name") or layer.get("config", {}).get("name")
+                for layer in layers
+                if isinstance(layer, dict)
+            )
+    out = {}
+    for key, value in node.items():
+        if key in LEGACY_KEYS:
+            continue
+        if key in ACTIVATION_KEYS and isinstance(value, str):
+            out[key] = LEGACY_ACTIVATIONS.get(value, value)
+        elif key == "inbound_nodes" and isinstance(value, list):
+            out[key] = [
+                _node(n, names) if isinstance(n, list) and _needs_keras3_form(n, names) else n for n in value
+            ]
+        else:
+            out[key] = _rewrite(value, result, names)
+    return out
+
+
+def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
+    cls, config = node["class_name"], node["config"]
+    if cls in LEGACY_CLASS_KEYS:
+        config = {k: v for k, v in config.items() if k not in LEGACY_CLASS_KEYS[cls]}
+        node = {**node, "config": config}
+    if cls == "Attention" and result.package_attention and is_package_attention(config):
+        return {**node, "class_name": "edgeattn>Attention"}
+    if cls == "Attention" and config.get("score_mode") == "dot":
+        # Keras 3's reader turns a config string that names a function into that function ('dot' ->
+        # keras.layers.dot); "dot" is the default, so it is left out.
+        return {**node, "config": {k: v for k, v in config.items() if k != "score_mode"}}
+    if cls in CUDNN:
+        result.cudnn[config.get("name")] = [CUDNN[cls]]
+        return {**node, "class_name": CUDNN[cls], "config": _cudnn_config(cls, config)}
+    if cls == "Bidirectional":
+        inner = [config.get(k) for k in ("layer", "backward_layer") if isinstance(config.get(k), dict)]
+        kinds = [CUDNN[i["class_name"]] for i in inner if i.get("class_name") in CUDNN]
+        if kinds:
+            result.cudnn[config.get("name") or node.get("name")] = kinds * (2 if len(inner) == 1 else 1)
+            config = {
+                **config,
+                **{
+                    k: {**config[k], "class_name": CUDNN[config[k]["class_name"]],
+                        "config": _cudnn_config(config[k]["class_name"], config[k]["config"])}
+                    for k in ("layer", "backward_layer")
+                    if isinstance(config.get(k), dict) and config[k].get("class_name") in CUDNN
+                },
+            }  # fmt: skip
+            return {**node, "config": config}
+    if cls in TF_OP_LAYERS and isinstance(node.get("inbound_nodes"), list):
+        return _tf_op_layer(node, names)
+    return node
+
+
+def _cudnn_config(cls: str, config: dict) -> dict:
+    """A CuDNN layer's config as the Keras layer that computes the same (cuDNN's fixed activations)."""
+    config = {**config, "activation": "tanh", "recurrent_activation": "sigmoid"}
+    if cls == "CuDNNGRU":
+        config["reset_after"] = True
+    return config
+
+
+# -- nodes ------------------------------------------------------------------------------------------------
+
+
+def _is_ref(value, names: frozenset) -> bool:
+    """Keras 2's reference to a tensor inside call arguments: ``[layer_name, node_index, tensor_index]``."""
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and isinstance(value[0], str)
+        and value[0] in names
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:])
+    )
+
+
+def _has_ref(value, names: frozenset) -> bool:
+    if _is_ref(value, names):
+        return True
+    if isinstance(value, dict):
+        return any(_has_ref(v, names) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_ref(v, names) for v in value)
+    return False
+
+
+def _entries(node: list) -> list[list]:
+    """The entries of one Keras 2 node: ``[layer, node_index, tensor_index(, kwargs)]`` each. A node with one
+    input may be stored as that entry alone."""
+    if node and isinstance(node[0], str):
+        node = [node]
+    if not all(isinstance(e, list) and len(e) in (3, 4) and isinstance(e[0], str) for e in node):
+        raise ValueError(f"a Keras 2 node of an unexpected form: {node!r:.200}")
+    return node
+
+
+def _needs_keras3_form(node: list, names: frozenset) -> bool:
+    entries = _entries(node)
+    return any(e[0] == CONSTANT or (len(e) == 4 and _has_ref(e[3], names)) for e in entries)
+
+
+def _tensor(ref: list) -> dict:
+    """A tensor reference in Keras 3's node form (the shape is a placeholder; Keras resolves the history)."""
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": [], "dtype": "float32", "keras_history": ref},
+    }
+
+
+def _node(node: list, names: frozenset) -> dict:
+    """A Keras 2 node whose call arguments hold tensors or constants, in Keras 3's node form."""
+    entries = _entries(node)
+    kwargs = entries[0][3] if len(entries[0]) == 4 else {}
+
+    def convert(value):
+        if _is_ref(value, names):
+            return _tensor(value)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+
+    firsts = [e[2] if e[0] == CONSTANT else _tensor(list(e[:3])) for e in entries]
+    return {"args": [firsts[0] if len(firsts) == 1 else firsts], "kwargs": convert(kwargs)}
+
+
+def _tf_op_layer(node: dict, names: frozenset) -> dict:
+    """A TFOpLambda layer whose every tensor input arrives as one list, the rest kept in a template."""
+    nodes = node["inbound_nodes"]
+    if len(nodes) != 1:
+        raise ValueError(
+            f"TF op layer {node.get('name')!r} is called {len(nodes)} times; edgeattn supports one"
+        )
+    entries = _entries(nodes[0])
+    kwargs = entries[0][3] if len(entries[0]) == 4 else {}
+    tensors: list[list] = []
+
+    def slot(value):
+        if _is_ref(value, names):
+            tensors.append(list(value))
+            return {TENSOR_SLOT: len(tensors) - 1}
+        if isinstance(value, dict):
+            return {k: slot(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [slot(v) for v in value]
+        return value
+
+    firsts = []
+    for e in entries:
+        if e[0] == CONSTANT:
+            firsts.append(e[2])
+        else:
+            tensors.append(list(e[:3]))
+            firsts.append({TENSOR_SLOT: len(tensors) - 1})
+    template = {
+        "args": [firsts[0] if len(firsts) == 1 else firsts],
+        "kwargs": slot({k: v for k, v in kwargs.items() if k != "name"}),
+    }
+    refs = [_tensor(t) for t in tensors]
+    config = {**node["config"], "arguments": template}
+    return {
+        **node,
+        "config": config,
+        "inbound_nodes": [{"args": [refs[0] if len(refs) == 1 else refs], "kwargs": {}}],
+    }
+
+
+# -- weights ----------------------------------------------------------------------------------------------
+
+
+def cudnn_weights(kinds: list[str], values: list[np.ndarray]) -> list[np.ndarray]:
+    """Weights stored by CuDNNLSTM/CuDNNGRU (one kernel, recurrent kernel and bias per direction) as the
+    Keras LSTM/GRU that computes the same.
+
+    cuDNN reads each gate's block of the stored kernel, (input, units), as its own row-major (units, input)
+    matrix W, and computes W x: the Keras kernel of that gate is ``block.reshape(units, input).T``; the
+    recurrent block (units, units) likewise gives ``block.T``. cuDNN adds an input and a recurrent bias: LSTM
+    sums them; GRU (``reset_after=True``) keeps both, as Keras' (2, 3 * units) bias.
+    """
+    if len(values) != 3 * len(kinds):
+        raise ValueError(
+            f"expected {3 * len(kinds)} stored arrays for {len(kinds)} cuDNN direction(s), got {len(values)}"
+        )
+    out = []
+    for i, kind in enumerate(kinds):
+        kernel, recurrent, bias = (np.asarray(v) for v in values[3 * i : 3 * i + 3])
+        gates = 4 if kind == "LSTM" else 3
+        units = recurrent.shape[0]
+        inputs = kernel.shape[0]
+        kernel = np.hstack([k.reshape(units, inputs).T for k in np.hsplit(kernel, gates)])
+        recurrent = np.hstack([r.T for r in np.hsplit(recurrent, gates)])
+        bias = bias.reshape(2, gates * units)
+        out += [kernel, recurrent, bias.sum(axis=0) if kind == "LSTM" else bias]
+    return out
