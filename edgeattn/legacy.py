@@ -1,7 +1,8 @@
 """Keras 2 model configs and weights, made fit for Keras 3. Pure data: nothing here imports Keras.
 
 What Keras 3 cannot read in a Keras 2 ``.h5`` config, rewritten in a copy:
-- keys Keras 3 refuses (``time_major``, ``implementation``) are dropped;
+- keys Keras 3 refuses (``time_major``, ``implementation``, MultiHeadAttention's build shapes) are dropped;
+- a ``GRU`` without ``reset_after`` (Keras before 2.1.3) keeps what it computed (``reset_after=False``);
 - ``hard_sigmoid`` stays Keras 2's (``hard_sigmoid_keras2``): Keras 3 redefined it;
 - the ``attention`` package's ``Attention`` (``units``/``score``) becomes ``edgeattn>Attention``, so that
   ``Attention`` alone means Keras' own layer;
@@ -95,6 +96,10 @@ def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
         # Keras 3's reader turns a config string that names a function into that function ('dot' ->
         # keras.layers.dot); "dot" is the default, so it is left out.
         return {**node, "config": {k: v for k, v in config.items() if k != "score_mode"}}
+    if cls == "GRU" and "reset_after" not in config:
+        # Keras before 2.1.3 had no reset_after and computed what reset_after=False computes; Keras 3's
+        # default is True.
+        return {**node, "config": {**config, "reset_after": False}}
     if cls in CUDNN:
         result.cudnn[config.get("name")] = [CUDNN[cls]]
         return {**node, "class_name": CUDNN[cls], "config": _cudnn_config(cls, config)}

@@ -312,9 +312,7 @@ def load_model(path: str | os.PathLike, unsafe: bool = False, custom_layers=()) 
         raise
     except Exception as exc:
         raise UnsupportedModelError(
-            f"{source.path}: Keras could not build the model: {_first_line(exc)}",
-            hint="run with --debug for the full traceback"
-            + ("; a class of --custom-layers may not load under Keras 3" if user else ""),
+            f"{source.path}: Keras could not build the model: {_first_line(exc)}", hint=_build_hint(exc, user)
         ) from exc
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(f"{source.path} holds a {type(model).__name__}, not a Keras model")
@@ -387,6 +385,23 @@ def _attention_weights_by_name(group, model) -> None:
                     f"matching sub-layer (expected {[w.path for w in layer.weights]})"
                 )
             target.kernel.assign(value)
+
+
+def _build_hint(exc: BaseException, user: dict) -> str:
+    """What to try when Keras cannot build a checked config: a class whose config does not fit the Keras
+    (or edgeattn) class of that name is often the author's own class of the same name."""
+    import re
+
+    found = re.search(r"(?:deserializing class|passed to) '?(\w+)'?", str(exc))
+    name = found.group(1) if found else None
+    if name and name not in user:
+        return (
+            f"if {name!r} is the model author's own class, pass --custom-layers FILE.py holding it; "
+            "--debug shows the traceback"
+        )
+    return "run with --debug for the full traceback" + (
+        "; a class of --custom-layers may not load under Keras 3" if user else ""
+    )
 
 
 def _first_line(exc: BaseException) -> str:

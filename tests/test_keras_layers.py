@@ -327,3 +327,70 @@ def test_debug_is_accepted_before_and_after_the_command(where, tmp_path):
     assert result.returncode != 0
     assert "No such option" not in result.stderr
     assert "Traceback" in result.stderr and "InputError" in result.stderr
+
+
+def test_a_gru_from_before_reset_after_keeps_what_it_computed():
+    from edgeattn.legacy import rewrite
+
+    old = {"class_name": "GRU", "config": {"name": "gru_1", "units": 4, "implementation": 1}}
+    assert rewrite(old).config["config"] == {"name": "gru_1", "units": 4, "reset_after": False}
+    new = {"class_name": "GRU", "config": {"name": "g", "units": 4, "reset_after": True}}
+    assert rewrite(new).config["config"]["reset_after"] is True
+
+
+def test_an_authors_class_named_like_a_keras_class_gets_a_hint_and_loads_with_its_code(tmp_path):
+    """A Kaggle-style ``Attention(step_dim)`` recorded under the bare name ``Attention``, as Keras 2 did."""
+    import h5py
+
+    code = tmp_path / "kaggle_layers.py"
+    code.write_text(
+        textwrap.dedent(
+            """
+            import keras
+            from keras import ops
+
+            class Attention(keras.layers.Layer):
+                def __init__(self, step_dim, **kwargs):
+                    super().__init__(**kwargs)
+                    self.step_dim = step_dim
+
+                def build(self, shape):
+                    self.W = self.add_weight(shape=(shape[-1],), name="W")
+
+                def call(self, x):
+                    a = ops.softmax(ops.tensordot(x, self.W, 1), axis=-1)
+                    return ops.sum(x * ops.expand_dims(a, -1), axis=1)
+
+                def get_config(self):
+                    return {**super().get_config(), "step_dim": self.step_dim}
+            """
+        )
+    )
+    from edgeattn.custom_layers import import_layers
+
+    attention = import_layers([str(code)])["Attention"]
+    inp = keras.Input((6, 2))
+    model = keras.Model(
+        inp, keras.layers.Dense(1)(attention(6)(keras.layers.LSTM(4, return_sequences=True)(inp)))
+    )
+    path = tmp_path / "kaggle.h5"
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        for layer in config["config"]["layers"]:
+            if layer["class_name"].endswith("Attention"):
+                layer["class_name"] = "Attention"
+                layer.pop("module", None)
+                layer.pop("registered_name", None)
+        f.attrs["model_config"] = json.dumps(config)
+
+    refused = run_cli("export", path, "-o", tmp_path / "m.onnx")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1].startswith(
+        "hint: if 'Attention' is the model author's own class, pass --custom-layers FILE.py holding it"
+    )
+    out = tmp_path / "m.onnx"
+    export(path, out, ExportOptions(custom_layers=(str(code),)))
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 6, 2)).astype("float32")
+    (y,) = run_onnx(out, [x])
+    assert np.abs(y - keras.ops.convert_to_numpy(model(x))).max() <= ATOL
