@@ -2,7 +2,8 @@
 
 Trust model: code stored inside a model file (a Lambda's bytecode, a class path in a config) is never run.
 Code the user names on the command line is the user's own choice, like ``python FILE.py``: edgeattn imports
-it and offers Keras the ``keras.layers.Layer`` subclasses (and registered functions) it defines or registers,
+it and offers Keras the ``keras.layers.Layer`` subclasses (and registered functions) it defines, re-exports or
+registers,
 under the bare class name (what Keras 2 ``.h5`` configs record) and under the registered name
 (``Package>Name``, what ``register_keras_serializable`` gives).
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from edgeattn.errors import InputError
 
 DEFAULTED = ("training", "mask")
+KERAS_MODULES = ("keras.", "tensorflow.", "tf_keras.")
 
 
 def import_layers(sources) -> dict[str, object]:
@@ -40,14 +42,15 @@ def import_layers(sources) -> dict[str, object]:
 
     for source in sources:
         module = _import(str(source))
-        defined = {
+        defined = {  # defined here or re-exported (a package's ``layers`` module), Keras' own left out
             value.__name__: value
             for value in vars(module).values()
             if isinstance(value, type)
             and issubclass(value, keras.layers.Layer)
-            and value.__module__ == module.__name__
+            and not value.__module__.startswith(KERAS_MODULES)
         }
-        registered = {name: obj for name, obj in registry.items() if _from(obj, module)}
+        classes = {id(cls) for cls in defined.values()}
+        registered = {name: obj for name, obj in registry.items() if _from(obj, module) or id(obj) in classes}
         if not defined and not registered:
             raise InputError(
                 f"--custom-layers {source}: defines no keras.layers.Layer subclass",

@@ -394,3 +394,47 @@ def test_an_authors_class_named_like_a_keras_class_gets_a_hint_and_loads_with_it
     x = np.random.default_rng(0).uniform(-1, 1, (5, 6, 2)).astype("float32")
     (y,) = run_onnx(out, [x])
     assert np.abs(y - keras.ops.convert_to_numpy(model(x))).max() <= ATOL
+
+
+def test_keras3_file_with_the_users_classes_and_a_module_that_re_exports_them(tmp_path, monkeypatch):
+    code = tmp_path / "pkg_layers.py"
+    code.write_text(
+        textwrap.dedent(
+            """
+            import keras
+            from keras import ops
+
+            @keras.saving.register_keras_serializable(package="pkg")
+            class Scorer(keras.layers.Layer):
+                def build(self, shape):
+                    self.v = self.add_weight(shape=(shape[-1], 1), name="v")
+
+                def call(self, h):
+                    w = ops.softmax(ops.squeeze(ops.matmul(ops.tanh(h), self.v), -1), axis=-1)
+                    return ops.sum(h * ops.expand_dims(w, -1), axis=1)
+
+            class Unregistered(keras.layers.Layer):
+                def call(self, x, training):
+                    return x * 2.0
+            """
+        )
+    )
+    (tmp_path / "reexport.py").write_text("from pkg_layers import Scorer, Unregistered  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from edgeattn.custom_layers import import_layers
+
+    found = import_layers(["reexport"])
+    assert {"Scorer", "pkg>Scorer", "Unregistered"} <= set(found)
+    inp = keras.Input((None, 2))
+    h = keras.layers.GRU(4, return_sequences=True)(inp)
+    model = keras.Model(inp, keras.layers.Dense(1)(found["Unregistered"]()(found["Scorer"]()(h))))
+    model.save(tmp_path / "mine.keras")
+    with pytest.raises(UnsafeModelError) as refused:
+        load_model(tmp_path / "mine.keras")
+    assert "--custom-layers FILE.py holding class" in refused.value.hint
+    out = tmp_path / "mine.onnx"
+    export(tmp_path / "mine.keras", out, ExportOptions(custom_layers=("reexport",)))
+    assert_edge_ready(out, {"GRU": 1})
+    x = np.random.default_rng(1).normal(0, 1, (3, 9, 2)).astype("float32")
+    (y,) = run_onnx(out, [x])
+    assert np.abs(y - keras.ops.convert_to_numpy(model(x))).max() <= ATOL
