@@ -2,11 +2,13 @@
 # Lint and test edgeattn. Creates .venv (with the [export,plot,dev] extras) when it is missing.
 #   scripts/test.sh              ruff + the fast tests
 #   scripts/test.sh -m slow      extra pytest arguments are passed on (here: only the slow tests)
+# First, the TensorFlow-free tests run at the oldest supported pins (scripts/test_oldest.sh, .venv-oldest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh "export,plot,dev"
 start=$(date +%s)
 ruff check .
 ruff format --check .
+bash scripts/test_oldest.sh -q
 python -m pytest "$@"
 echo "scripts/test.sh: done in $(( $(date +%s) - start )) s"

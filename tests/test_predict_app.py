@@ -62,16 +62,29 @@ def test_fifty_thousand_samples_run_in_chunks_and_match(seed_onnx):
     np.testing.assert_allclose(chunked, whole, atol=1e-6)
 
 
-def test_example_app_runs_in_a_fresh_venv_without_extras(tmp_path):
+APP_PINS = ("numpy==1.26.4", "onnxruntime==1.17.3")  # what many deployed apps pin
+
+
+def test_example_app_installs_beside_an_apps_older_pins_without_upgrading_them(tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(ROOT)],
-        capture_output=True,
-        text=True,
-    )
-    assert pip.returncode == 0, pip.stderr[-2000:]
+
+    def pip(*args):
+        done = subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    def versions():
+        code = "import numpy, onnxruntime; print(numpy.__version__, onnxruntime.__version__)"
+        return subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.split()
+
+    pip(*APP_PINS)  # the app's own stack, first
+    pip(str(ROOT))  # then edgeattn, no extras
+    assert versions() == [p.split("==")[1] for p in APP_PINS]
     check = (
         "import importlib.util as u; print([m for m in ('tensorflow', 'keras', 'tf2onnx') if u.find_spec(m)])"
     )

@@ -1,0 +1,99 @@
+"""The base install, without TensorFlow: the Predictor, `predict`, `inspect` and `verify --golden` on the shipped
+model. scripts/test.sh also runs this module in a second venv at the oldest supported pins
+(tests/oldest-pins.txt), so nothing here may import TensorFlow, Keras or tf2onnx, or need a fixture that does.
+
+The reference is what Keras computed at export time (the golden set stored in the model), not onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import MODELS, ROOT, run_cli
+
+from edgeattn.runtime import Predictor, decode_array
+
+SEED = MODELS / "seed.onnx"
+
+
+def golden():
+    meta = ort.InferenceSession(str(SEED), providers=["CPUExecutionProvider"]).get_modelmeta()
+    data = json.loads(meta.custom_metadata_map["edgeattn.golden"])
+    return decode_array(data["inputs"]["x"]), {k: decode_array(v) for k, v in data["outputs"].items()}
+
+
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_predictor_matches_what_keras_computed_on_both_run_paths(io_binding):
+    x, keras_outputs = golden()
+    predictor = Predictor(SEED, io_binding=io_binding)
+    assert predictor.io_binding is io_binding
+    for _ in range(3):  # the first call binds, the next ones take the bound buffers
+        y, weights = predictor.predict(x, return_attention=True)
+        np.testing.assert_allclose(y, keras_outputs["y"], atol=1e-5)
+        np.testing.assert_allclose(weights, keras_outputs["attention_weights"], atol=1e-5)
+        np.testing.assert_allclose(predictor.predict(x), keras_outputs["y"], atol=1e-5)
+    assert predictor.self_check()["passed"]
+
+
+def test_the_bound_path_is_detected_on_this_onnxruntime():
+    # Every onnxruntime this project supports (tests/oldest-pins.txt and the newest) binds numpy buffers.
+    assert Predictor(SEED).io_binding
+
+
+def test_the_attention_is_a_distribution_over_time():
+    x = np.random.default_rng(0).random((5, 10, 1), dtype=np.float32)
+    _, weights = Predictor(SEED).predict(x, return_attention=True)
+    assert weights.shape == (5, 10)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    assert (weights.argmax(axis=1) == x[:, :, 0].argmax(axis=1)).mean() >= 0.8  # it looks at the maximum
+
+
+def test_predict_cli_json_in_csv_out(tmp_path):
+    x, keras_outputs = golden()
+    result = run_cli(
+        "predict", SEED, "-", "-o", tmp_path / "y.csv", "--attention", input=json.dumps(x.tolist())
+    )
+    assert result.returncode == 0, result.stderr
+    y = np.loadtxt(tmp_path / "y.csv", delimiter=",").reshape(-1, 1)
+    np.testing.assert_allclose(y, keras_outputs["y"], atol=1e-5)
+    bad = run_cli("predict", SEED, "-", "-o", tmp_path / "z.csv", input="[[1, 2]]")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and not (tmp_path / "z.csv").exists()
+
+
+def test_inspect_and_verify_golden_cli():
+    shown = run_cli("inspect", SEED, "--json")
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["opset"] == 17 and info["op_histogram"]["LSTM"] == 1
+    verified = run_cli("verify", SEED, "--golden")
+    assert verified.returncode == 0, verified.stderr
+    assert "pass" in verified.stdout
+
+
+def test_verify_golden_fails_on_a_moved_weight(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(SEED)
+    largest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    array = numpy_helper.to_array(largest).copy()
+    array.flat[7] += 0.5
+    largest.CopyFrom(numpy_helper.from_array(array, largest.name))
+    onnx.save(model, tmp_path / "moved.onnx")
+    result = run_cli("verify", tmp_path / "moved.onnx", "--golden")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+
+
+def test_example_app():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "predict_app.py"), str(SEED)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("attention peaks at step") == 3
+    assert "self-check: pass" in result.stdout
