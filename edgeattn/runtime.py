@@ -414,7 +414,9 @@ class Predictor:
                 for name, buf in zip(self._output_names, results):
                     binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
             except (TypeError, RuntimeError) as exc:  # a build whose binding takes other arguments
-                log.warning("onnxruntime %s cannot bind numpy buffers (%s); using session.run", ort.__version__, exc)
+                log.warning(
+                    "onnxruntime %s cannot bind numpy buffers (%s); using session.run", ort.__version__, exc
+                )
                 self._bind = self._single = False
                 return outputs
             cache[key] = (binding, inputs, results)  # the buffers live as long as their binding
