@@ -727,6 +727,60 @@ def bench(
     _write_json(json_file, report.to_dict())
 
 
+# -- web ------------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="A static web page that runs the model in the browser.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The folder to write.",
+)
+@click.option(
+    "--ort-web",
+    type=click.Path(path_type=Path),
+    help="A local onnxruntime-web dist folder to copy (e.g. node_modules/onnxruntime-web/dist). "
+    "Default: a pinned onnxruntime-web from a public CDN, with Subresource Integrity.",
+)
+@click.option("--serve", is_flag=True, help="Then serve the folder on 127.0.0.1 (Ctrl-C stops).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port for --serve."
+)
+@force_option
+def web(model: Path, output: Path, ort_web: Path | None, serve: bool, port: int, force: bool) -> None:
+    """Write a static site that runs MODEL in the browser with onnxruntime-web (WebAssembly, 1 thread).
+
+    \b
+    On load the page re-runs the reference inputs stored in the model and compares them with the stored
+    outputs (verify --golden, in the browser): #self-check gets data-status="pass" or "fail". A form runs
+    one sample (JSON, or a random one) and shows the outputs, the time in ms and the attention heatmap.
+    edgeattn.js can be imported by your own page: EdgeAttn.load(url), .predict(inputs), .selfCheck().
+    The folder is static: copy it to any static host (it must be served over http(s), not file://).
+    Examples:
+      edgeattn web model.onnx -o site --serve
+      edgeattn web model.onnx -o site --ort-web node_modules/onnxruntime-web/dist --force
+    """
+    from edgeattn import web as web_lib
+
+    site = web_lib.build(model, output, ort_web=ort_web, force=force)
+    where = "copied into ort/" if site.ort_source == "local" else f"from {site.ort_source} (pinned, SRI)"
+    _emit(f"wrote {site.path}/: {', '.join(site.files)} ({site.size_bytes:,} bytes); onnxruntime-web {where}")
+    if not serve:
+        _emit(f"serve it with: edgeattn web {model} -o {output} --force --serve   (or any static web server)")
+        return
+    httpd = web_lib.server(site.path, port)
+    _emit(f"serving {site.path} on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        _emit("stopped")
+    finally:
+        httpd.server_close()
+
+
 # -- entry point ------------------------------------------------------------------------------------------
 
 

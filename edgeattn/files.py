@@ -87,3 +87,43 @@ def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> P
         finally:
             os.close(dir_fd)
     return path
+
+
+def write_folder_atomic(path: str | os.PathLike, files: dict[str, bytes | Path], force: bool = False) -> Path:
+    """Write a folder of files (relative name -> bytes, or a file to copy) atomically: into a temporary folder
+    beside ``path``, renamed into place at the end. An existing folder is replaced only with ``force`` (moved
+    aside, then removed), so a failed or killed run leaves either the old folder or the new one, never a half."""
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} exists and is not a folder")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{parent}: no such folder")
+    for stale in parent.glob(f".{path.name}{TMP_MARK}*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = parent / f".{path.name}{TMP_MARK}{os.getpid()}"
+    old = parent / f".{path.name}{TMP_MARK}old-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        for name, content in files.items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                shutil.copyfile(content, target)
+            else:
+                target.write_bytes(content)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except PermissionError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return path

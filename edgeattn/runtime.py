@@ -80,6 +80,26 @@ class TensorSpec:
         return f"{self.name}: ({dims}) {self.dtype.name}"
 
 
+def _both_wheels_hint() -> str:
+    """When both the onnxruntime and onnxruntime-gpu wheels are installed, the one installed last owns the
+    shared ``onnxruntime`` module: say how to give it to the GPU build."""
+    from importlib import metadata
+
+    installed = set()
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            installed.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if installed == {"onnxruntime", "onnxruntime-gpu"}:
+        return (
+            ". Both the onnxruntime and onnxruntime-gpu wheels are installed and share one module; give it to the "
+            "GPU build: pip install --force-reinstall --no-deps onnxruntime-gpu"
+        )
+    return ""
+
+
 def resolve_providers(providers=None) -> list[str]:
     """onnxruntime provider names, in order, for the short or full names given; unknown ones are skipped."""
     available = ort.get_available_providers()
@@ -89,14 +109,23 @@ def resolve_providers(providers=None) -> list[str]:
         else ([providers] if isinstance(providers, str) else providers)
     )
     chosen = []
+    skipped = []
     for name in wanted:
         full = PROVIDER_NAMES.get(str(name).lower(), str(name))
         if full not in available:
             if providers is not None:
-                log.warning("execution provider %r is not available in this onnxruntime build; skipped", name)
+                skipped.append(str(name))
             continue
         if full not in chosen:
             chosen.append(full)
+    if skipped:  # one warning for all of them
+        log.warning(
+            "execution provider(s) %s not available in this onnxruntime %s build (it has %s); skipped%s",
+            ", ".join(repr(n) for n in skipped),
+            ort.__version__,
+            ", ".join(available),
+            _both_wheels_hint(),
+        )
     if not chosen:
         chosen = ["CPUExecutionProvider"]
     return chosen

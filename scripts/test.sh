@@ -7,6 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh "export,plot,dev"
 start=$(date +%s)
+# onnxruntime-web / onnxruntime-node for the web and Node tests (pinned in package-lock.json)
+if command -v npm >/dev/null 2>&1 && [[ ! -d node_modules || package-lock.json -nt node_modules ]]; then
+  npm ci --no-audit --no-fund --loglevel=error 2>&1 | grep -v "Unknown user config" || true
+  touch node_modules
+fi
 ruff check .
 ruff format --check .
 bash scripts/test_oldest.sh -q

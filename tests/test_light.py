@@ -97,3 +97,16 @@ def test_example_app():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("attention peaks at step") == 3
     assert "self-check: pass" in result.stdout
+
+
+def test_a_missing_gpu_provider_falls_back_to_cpu_with_one_warning(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="edgeattn.runtime"):
+        predictor = Predictor(SEED, providers=["cuda", "tensorrt", "cpu"])
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    assert predictor.providers == ("CPUExecutionProvider",)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "'cuda', 'tensorrt' not available" in warnings[0].getMessage()

@@ -109,3 +109,18 @@ def test_cold_start_is_at_least_5x_faster_than_tensorflow():
 
     summary = measure(runs=3)
     assert summary["speedup"] >= 5, summary
+
+
+def test_the_gpu_extra_resolves(tmp_path):
+    """`pip install 'edgeattn[gpu]'` resolves in a fresh venv (a dry run: nothing is downloaded in full)."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--dry-run", "--quiet",
+         "--disable-pip-version-check", "--report", str(report), f"{ROOT}[gpu]"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {item["metadata"]["name"] for item in json.loads(report.read_text())["install"]}
+    assert {"edgeattn", "onnxruntime-gpu", "onnxruntime", "numpy"} <= names
