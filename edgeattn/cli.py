@@ -727,6 +727,82 @@ def bench(
     _write_json(json_file, report.to_dict())
 
 
+# -- score ----------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Score data sets on Ray (a local cluster by default).")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The folder to write.",
+)
+@click.option(
+    "--attention", is_flag=True, help="Also write the attention weights (column attention_weights)."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000_000),
+    default=4096,
+    show_default=True,
+    help="Rows per batch.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 100_000), help="Ray actors, one Predictor each.  [default: CPUs]"
+)
+@click.option(
+    "--address",
+    help="Join an existing Ray cluster ('auto', or 'ray://HOST:10001') instead of starting a local one.",
+)
+@force_option
+def score(
+    model: Path,
+    data: tuple[str, ...],
+    output: Path,
+    attention: bool,
+    batch_size: int,
+    workers: int | None,
+    address: str | None,
+    force: bool,
+) -> None:
+    """Score DATA (files or globs of .npy / .parquet) with MODEL on Ray Data; one parquet file per input file.
+
+    \b
+    .npy: an array of shape (n, *input shape). .parquet: a column named like each model input, one sample
+    per row as nested lists (rows may differ in length along a free time axis). Every file is checked
+    before anything runs (the file, column and first bad row are named; exit 2). Without --address, Ray
+    starts a local cluster on this machine. OUTPUT gets one .parquet per input file (rows in input order;
+    columns y, and attention_weights with --attention) and manifest.json; it appears only when complete.
+    Examples:
+      edgeattn score models/seed.onnx 'data/*.parquet' -o scores
+      edgeattn score model.onnx x.npy -o scores --attention --workers 2 --force
+      edgeattn score model.onnx 's3like/*.parquet' -o scores --address auto   # after `ray start --head`
+    """
+    from edgeattn import score as score_lib
+
+    result = score_lib.score(
+        model,
+        data,
+        output,
+        attention=attention,
+        batch_size=batch_size,
+        workers=workers,
+        address=address,
+        force=force,
+        progress=_progress(),
+    )
+    for f in result.files:
+        _emit(f"  {f.path} -> {result.out_dir / f.output}: {f.rows:,} rows")
+    _emit(
+        f"scored {result.rows:,} rows in {result.seconds:.2f} s ({result.samples_per_s:,.0f} samples/s) on "
+        f"{result.workers} worker(s), Ray {result.address} (started in {result.startup_seconds:.1f} s); "
+        f"wrote {result.out_dir}/manifest.json"
+    )
+
+
 # -- web ------------------------------------------------------------------------------------------------
 
 

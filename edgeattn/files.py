@@ -89,20 +89,16 @@ def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> P
     return path
 
 
-def write_folder_atomic(path: str | os.PathLike, files: dict[str, bytes | Path], force: bool = False) -> Path:
-    """Write a folder of files (relative name -> bytes, or a file to copy) atomically: into a temporary folder
-    beside ``path``, renamed into place at the end. An existing folder is replaced only with ``force`` (moved
-    aside, then removed), so a failed or killed run leaves either the old folder or the new one, never a half."""
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike, force: bool = False):
+    """Build a folder atomically: yields a temporary folder beside ``path`` to fill; when the block ends without
+    an error it is renamed into place (an existing folder, replaced only with ``force``, is moved aside and then
+    removed). A failed or killed run leaves either the old folder or the new one, never a half; the next run
+    removes temporary folders that dead runs left."""
     import shutil
 
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path} exists and is not a folder")
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
+    path = check_writable_folder(path, force)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{parent}: no such folder")
     for stale in parent.glob(f".{path.name}{TMP_MARK}*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
@@ -111,14 +107,10 @@ def write_folder_atomic(path: str | os.PathLike, files: dict[str, bytes | Path],
     old = parent / f".{path.name}{TMP_MARK}old-{os.getpid()}"
     try:
         tmp.mkdir()
-        for name, content in files.items():
-            target = tmp / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, Path):
-                shutil.copyfile(content, target)
-            else:
-                target.write_bytes(content)
+        yield tmp
         if path.exists():
+            if not force:
+                raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
             os.replace(path, old)
         os.replace(tmp, path)
     except PermissionError as exc:
@@ -126,4 +118,33 @@ def write_folder_atomic(path: str | os.PathLike, files: dict[str, bytes | Path],
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable_folder(path: str | os.PathLike, force: bool) -> Path:
+    """Fail early (before any slow work) when the folder ``path`` cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} exists and is not a folder")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{parent}: no such folder")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{parent}: the folder is not writable")
     return path
+
+
+def write_folder_atomic(path: str | os.PathLike, files: dict[str, bytes | Path], force: bool = False) -> Path:
+    """Write a folder of files (relative name -> bytes, or a file to copy) atomically (see ``staged_folder``)."""
+    import shutil
+
+    with staged_folder(path, force) as tmp:
+        for name, content in files.items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                shutil.copyfile(content, target)
+            else:
+                target.write_bytes(content)
+    return Path(path)

@@ -1,0 +1,417 @@
+"""``edgeattn score``: score whole data sets on Ray Data, a local cluster on this machine by default, an existing
+cluster when given its address.
+
+DATA is ``.npy`` files (one array of shape (n, *input shape), single-input models) or ``.parquet`` files (one
+column per model input, named like it, one sample per row as nested lists; rows may differ in length along a
+free time axis). Every file is checked against the model's input spec before anything runs; the file, the
+column and the first bad row are named. Each Ray worker is an actor that holds one ``Predictor`` (one thread),
+so the model is loaded once per worker. OUT_DIR gets one parquet file per input file, rows in input order,
+with a column per model output (``y``; ``attention_weights`` with ``attention``) and ``manifest.json``. It is
+written into a temporary folder and renamed into place at the end: a failed or killed run leaves no half data
+set. Needs the ``[ray]`` extra (Ray Data and pyarrow).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeattn import __version__
+from edgeattn.errors import CheckFailedError, InputError, require
+from edgeattn.files import check_writable_folder, staged_folder
+from edgeattn.runtime import ATTENTION_OUTPUT, Predictor
+
+SUFFIXES = (".npy", ".parquet")
+FILE_COLUMN = "__edgeattn_file"
+
+
+class ScoreFailedError(CheckFailedError):
+    """The run failed on Ray after the data were checked (exit 1); nothing was written."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: Path
+    rows: int
+    output: str  # the output file's name in OUT_DIR
+
+
+@dataclass
+class ScoreResult:
+    out_dir: Path
+    files: list[DataFile]
+    workers: int
+    address: str
+    rows: int
+    seconds: float  # the scoring itself, after Ray started
+    startup_seconds: float  # ray.init
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+# -- the data files ---------------------------------------------------------------------------------------
+
+
+def expand(patterns) -> list[Path]:
+    """Files and globs, in the order given (a glob's matches sorted); every pattern must match a data file."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
+        if not matches:
+            raise InputError(f"{pattern}: no file matches")
+        for match in map(Path, matches):
+            if not match.is_file():
+                raise InputError(f"{match}: no such file")
+            if match.suffix.lower() not in SUFFIXES:
+                raise InputError(f"{match}: not a .npy or .parquet file")
+            if match.resolve() not in {f.resolve() for f in found}:
+                found.append(match)
+    if not found:
+        raise InputError("no data files given")
+    return found
+
+
+def check_file(path: Path, specs) -> int:
+    """The number of rows of a data file that fits the model's inputs; else InputError naming the file, the
+    column and the first bad row."""
+    if path.suffix.lower() == ".npy":
+        return _check_npy(path, specs)
+    return _check_parquet(path, specs)
+
+
+def _check_npy(path: Path, specs) -> int:
+    if len(specs) != 1:
+        names = ", ".join(s.name for s in specs)
+        raise InputError(f"{path}: a .npy file feeds one input; this model has {len(specs)} ({names})",
+                         hint="give a .parquet file with one column per input")  # fmt: skip
+    spec = specs[0]
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+    if array.ndim != len(spec.shape) or any(
+        isinstance(d, int) and array.shape[axis] != d for axis, d in enumerate(spec.shape) if axis > 0
+    ):
+        raise InputError(
+            f"{path}: an array of shape {array.shape} does not fit input {spec.name!r} {_shape(spec.shape)}"
+        )
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{path}: holds {array.dtype} values, not numbers")
+    if array.dtype.kind == "f":
+        for start in range(0, array.shape[0], 65536):
+            finite = np.isfinite(array[start : start + 65536]).reshape(min(65536, array.shape[0] - start), -1)
+            bad = np.flatnonzero(~finite.all(axis=1))
+            if bad.size:
+                raise InputError(f"{path}: row {start + int(bad[0])} holds NaN or infinite values")
+    return int(array.shape[0])
+
+
+def _check_parquet(path: Path, specs) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=None)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: not a readable parquet file ({exc})") from None
+    for spec in specs:
+        if spec.name not in table.column_names:
+            raise InputError(
+                f"{path}: no column {spec.name!r} (the model's input); it has {', '.join(table.column_names)}"
+            )
+        column = table.column(spec.name).combine_chunks()
+        where = f"{path}: column {spec.name!r}"
+        if column.null_count:
+            bad = int(np.flatnonzero(np.asarray(column.is_null()))[0])
+            raise InputError(f"{where}, row {bad}: empty (null)")
+        level, dims = column, list(spec.shape[1:])
+        valid = np.ones(len(column), bool)
+        parents = np.arange(len(column))  # for each element of this level: its row
+        for axis, dim in enumerate(dims, start=1):
+            if (
+                not pa.types.is_list(level.type)
+                and not pa.types.is_large_list(level.type)
+                and not (pa.types.is_fixed_size_list(level.type))
+            ):
+                raise InputError(
+                    f"{where}: rows hold {axis - 1}-level lists; input {spec.name!r} takes one sample of shape "
+                    f"{_shape(spec.shape[1:])} per row"
+                )
+            lengths = np.asarray(pc.list_value_length(level).fill_null(0))
+            wrong = parents[lengths != dim] if isinstance(dim, int) else parents[lengths < 1]
+            valid[wrong] = False
+            parents = np.repeat(parents, lengths)
+            level = level.flatten()
+        if not valid.all():
+            bad = int(np.flatnonzero(~valid)[0])
+            raise InputError(f"{where}, row {bad}: not of shape {_shape(spec.shape[1:])}")
+        if not (pa.types.is_integer(level.type) or pa.types.is_floating(level.type)):
+            raise InputError(f"{where}: holds {level.type} values, not numbers")
+        if pa.types.is_floating(level.type):
+            values = np.asarray(level.to_numpy(zero_copy_only=False), np.float64)
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                raise InputError(f"{where}, row {int(parents[bad[0]])}: holds NaN or infinite values")
+    return table.num_rows
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+# -- the workers ------------------------------------------------------------------------------------------
+
+
+class Scorer:
+    """One Ray actor: a Predictor (1 thread), loaded once, scoring pyarrow batches in order."""
+
+    def __init__(self, model_path: str, attention: bool) -> None:
+        self.predictor = Predictor(model_path, threads=1)
+        self.names = [o.name for o in self.predictor.outputs if attention or o.name != ATTENTION_OUTPUT]
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        groups = _groups(batch, self.predictor.inputs)
+        parts: dict[str, list] = {name: [] for name in self.names}
+        order = []
+        for rows, feed in groups:
+            outputs = dict(zip([o.name for o in self.predictor.outputs], self.predictor.run(feed)))
+            for name in self.names:
+                parts[name].append(_to_arrow(outputs[name]))
+            order.append(rows)
+        inverse = np.argsort(np.concatenate(order), kind="stable")
+        columns = {name: pa.concat_arrays(arrays).take(pa.array(inverse)) for name, arrays in parts.items()}
+        columns[FILE_COLUMN] = batch.column(FILE_COLUMN)
+        return pa.table(columns)
+
+
+def _groups(batch, specs):
+    """The batch's rows as (row indices, feed) groups of equal shape (one group unless a time axis is free)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = batch.num_rows
+    columns = {s.name: batch.column(s.name).combine_chunks() for s in specs}
+    free = any(not isinstance(d, int) for s in specs for d in s.shape[1:])
+    lengths = np.asarray(pc.list_value_length(columns[specs[0].name])) if free else np.zeros(n)
+    groups = []
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        take = pa.array(rows) if len(rows) != n else None
+        feed = {}
+        for spec in specs:
+            column = columns[spec.name] if take is None else columns[spec.name].take(take)
+            feed[spec.name] = _to_numpy(column, len(rows), spec)
+        groups.append((rows, feed))
+    return groups
+
+
+def _to_numpy(column, n: int, spec) -> np.ndarray:
+    level = column
+    for _ in spec.shape[1:]:
+        level = level.flatten()
+    values = np.asarray(level.to_numpy(zero_copy_only=False), spec.dtype)
+    return values.reshape(n, *_row_shape(column, spec))
+
+
+def _row_shape(column, spec) -> list[int]:
+    """The per-row shape of a nested-list column whose rows all have one shape."""
+    import pyarrow.compute as pc
+
+    dims, level = [], column
+    for _ in spec.shape[1:]:
+        dims.append(int(pc.list_value_length(level)[0].as_py()) if len(level) else 0)
+        level = level.flatten()
+    return dims
+
+
+def _to_arrow(array: np.ndarray):
+    """An output array (n, ...) as an arrow column: scalars for (n,) and (n, 1), nested lists otherwise."""
+    import pyarrow as pa
+
+    if array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1):
+        return pa.array(array.reshape(-1))
+    inner = _to_arrow_lists(array.reshape(-1, *array.shape[2:]))
+    offsets = np.arange(0, array.shape[0] * array.shape[1] + 1, array.shape[1], dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner)
+
+
+def _to_arrow_lists(array: np.ndarray):
+    import pyarrow as pa
+
+    if array.ndim == 1:
+        return pa.array(array)
+    inner = _to_arrow_lists(array.reshape(-1, *array.shape[2:]))
+    offsets = np.arange(0, array.shape[0] * array.shape[1] + 1, array.shape[1], dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner)
+
+
+def _read(path: Path, names: list[str]):
+    """A data file as an arrow table of the input columns (a .npy array as nested lists, like parquet's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() == ".npy":
+        return pa.table({names[0]: _to_arrow_lists(np.load(path, allow_pickle=False))})
+    return pq.read_table(path, columns=names)
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+
+def score(
+    model: str | os.PathLike,
+    data,
+    out_dir: str | os.PathLike,
+    attention: bool = False,
+    batch_size: int = 4096,
+    workers: int | None = None,
+    address: str | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ScoreResult:
+    """Score every data file with ``model`` on Ray; see the module docstring."""
+    say = progress or (lambda _stage: None)
+    require("ray", "ray")
+    require("pyarrow", "ray")
+    from edgeattn.export import sha256_of
+    from edgeattn.verify import load_onnx
+
+    model = Path(model)
+    load_onnx(model)  # contained parse, external data confined
+    predictor = Predictor(model)
+    if attention and not predictor.has_attention:
+        raise InputError(
+            f"{model} has no attention_weights output", hint="export it with --attention-weights"
+        )
+    out_dir = check_writable_folder(out_dir, force)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    paths = expand(data)
+    say(f"checking {len(paths)} file(s) against the model's inputs")
+    files = _name_outputs(paths, [check_file(p, predictor.inputs) for p in paths])
+    total = sum(f.rows for f in files)
+
+    import ray
+
+    say("starting Ray" + (f" (joining {address})" if address else " (a local cluster)"))
+    start = time.perf_counter()
+    _init_ray(ray, address, workers)
+    startup = time.perf_counter() - start
+    try:
+        workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) - (0 if address else 1))
+        with staged_folder(out_dir, force) as tmp:
+            start = time.perf_counter()
+            try:
+                _run(ray, model, files, predictor, attention, batch_size, workers, tmp, say)
+            except ray.exceptions.RayError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ScoreFailedError(
+                    f"scoring failed on Ray: {first}", hint="--debug shows the traceback"
+                ) from exc
+            seconds = time.perf_counter() - start
+            manifest = {
+                "edgeattn_version": __version__,
+                "ray_version": ray.__version__,
+                "model": model.name,
+                "model_sha256": sha256_of(model),
+                "inputs": [{"file": str(f.path), "rows": f.rows} for f in files],
+                "outputs": [{"file": f.output, "rows": f.rows} for f in files],
+                "columns": [o.name for o in predictor.outputs if attention or o.name != ATTENTION_OUTPUT],
+                "rows": total,
+                "workers": workers,
+                "address": address or "local",
+                "batch_size": batch_size,
+                "seconds": round(seconds, 3),
+                "ray_start_seconds": round(startup, 3),
+                "samples_per_s": round(total / seconds, 1) if seconds > 0 else None,
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    finally:
+        ray.shutdown()
+    return ScoreResult(out_dir, files, workers, address or "local", total, seconds, startup, manifest)
+
+
+def _name_outputs(paths: list[Path], rows: list[int]) -> list[DataFile]:
+    names: dict[str, int] = {}
+    files = []
+    for path, n in zip(paths, rows):
+        stem = path.stem
+        names[stem] = names.get(stem, 0) + 1
+        name = f"{stem}.parquet" if names[stem] == 1 else f"{stem}-{names[stem]}.parquet"
+        files.append(DataFile(path, n, name))
+    return files
+
+
+def _init_ray(ray, address: str | None, workers: int | None) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    if address:
+        kwargs = {"log_to_driver": False, "logging_level": logging.ERROR}
+    else:  # the workers, plus one CPU for reading the files
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, workers or 0) + 1
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise InputError(f"cannot start or join Ray at {address or 'a local cluster'}: {exc}") from None
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = sys.stderr.isatty()
+    if not sys.stderr.isatty():  # in pipes and logs: no progress lines
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+def _run(ray, model: Path, files, predictor, attention, batch_size, workers, tmp: Path, say) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # The driver has read and checked every file; Ray gets the tables, sliced into blocks that the workers
+    # share (Ray's own file listing costs seconds per file and reads nothing we have not read already).
+    names = [s.name for s in predictor.inputs]
+    blocks = []
+    for index, f in enumerate(files):
+        table = _read(f.path, names)
+        table = table.append_column(FILE_COLUMN, pa.array(np.full(table.num_rows, index, np.int32)))
+        step = 4 * batch_size
+        blocks += [table.slice(offset, step) for offset in range(0, table.num_rows, step)]
+    ds = ray.data.from_arrow(blocks)
+    scored = ds.map_batches(  # Ray restarts a worker that dies and retries its batches
+        Scorer,
+        fn_constructor_kwargs={"model_path": str(model.resolve()), "attention": attention},
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+    )
+    say(f"scoring {sum(f.rows for f in files):,} rows on {workers} worker(s)")
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+            index_column = np.asarray(batch.column(FILE_COLUMN))
+            for index in np.unique(index_column):
+                part = batch.filter(pa.array(index_column == index)).drop_columns([FILE_COLUMN])
+                if index not in writers:
+                    writers[index] = pq.ParquetWriter(tmp / files[index].output, part.schema)
+                writers[index].write_table(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    for index, f in enumerate(files):  # a file with no rows still gets its (empty) output
+        if index not in writers and f.rows == 0:
+            (tmp / f.output).touch()
