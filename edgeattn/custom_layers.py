@@ -9,7 +9,11 @@ under the bare class name (what Keras 2 ``.h5`` configs record) and under the re
 
 Layer code written for Keras 2 often declares ``call(self, inputs, training)`` with no default; Keras 3 leaves
 ``training`` out when it is None, so such classes are given a ``training=None`` default here (same for
-``mask``).
+``mask``). Code written for standalone Keras 2 (``from keras import backend as K``; ``K.dot``, ``K.sum``, ...;
+``from keras.engine.topology import Layer``) finds what it expects: before the user's code is imported, the
+Keras 2 backend functions that Keras 3 keeps for ``tf.keras.backend`` are added to ``keras.backend`` where it
+lacks them (nothing Keras 3 defines is replaced), and ``keras.engine``, ``keras.engine.topology`` and
+``keras.engine.base_layer`` name ``Layer`` and ``InputSpec``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def import_layers(sources) -> dict[str, object]:
             lenient[id(obj)] = _lenient(obj, keras)
         return lenient[id(obj)]
 
+    _keras2_names(keras)
     for source in sources:
         module = _import(str(source))
         defined = {  # defined here or re-exported (a package's ``layers`` module), Keras' own left out
@@ -60,6 +65,28 @@ def import_layers(sources) -> dict[str, object]:
             found[name] = fixed(obj)
             found.setdefault(getattr(obj, "__name__", name.split(">")[-1]), found[name])
     return found
+
+
+def _keras2_names(keras) -> None:
+    """What layer code written for standalone Keras 2 imports, where Keras 3 lacks it (see the docstring)."""
+    import types
+
+    try:
+        from keras._tf_keras.keras import backend as legacy_backend
+    except ImportError:  # a Keras without the tf.keras compatibility package: nothing to add
+        return
+    for name in dir(legacy_backend):
+        if not name.startswith("_") and not hasattr(keras.backend, name):
+            setattr(keras.backend, name, getattr(legacy_backend, name))
+    for name in ("keras.engine", "keras.engine.topology", "keras.engine.base_layer"):
+        if name not in sys.modules:
+            module = types.ModuleType(
+                name, "Keras 2 module names, for old layer code (edgeattn --custom-layers)"
+            )
+            module.Layer = keras.layers.Layer
+            module.InputSpec = keras.layers.InputSpec
+            sys.modules[name] = module
+    keras.engine = sys.modules["keras.engine"]
 
 
 def _from(obj, module) -> bool:

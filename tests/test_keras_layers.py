@@ -438,3 +438,53 @@ def test_keras3_file_with_the_users_classes_and_a_module_that_re_exports_them(tm
     x = np.random.default_rng(1).normal(0, 1, (3, 9, 2)).astype("float32")
     (y,) = run_onnx(out, [x])
     assert np.abs(y - keras.ops.convert_to_numpy(model(x))).max() <= ATOL
+
+
+def test_layer_code_written_for_standalone_keras_2_runs(tmp_path):
+    """`from keras import backend as K` with K.dot/K.tanh/..., `keras.engine.topology.Layer`: Keras 2 code."""
+    code = tmp_path / "old_keras_layers.py"
+    code.write_text(
+        textwrap.dedent(
+            """
+            from keras import backend as K
+            from keras import initializers
+            from keras.engine.topology import Layer
+
+            class AttLayer(Layer):
+                def __init__(self, attention_dim=8, **kwargs):
+                    self.init = initializers.get("normal")
+                    self.attention_dim = attention_dim
+                    super().__init__(**kwargs)
+
+                def build(self, input_shape):
+                    self.W = self.add_weight(name="W", shape=(input_shape[-1], self.attention_dim), initializer=self.init)
+                    self.b = self.add_weight(name="b", shape=(self.attention_dim,), initializer="zeros")
+                    self.u = self.add_weight(name="u", shape=(self.attention_dim, 1), initializer=self.init)
+                    super().build(input_shape)
+
+                def call(self, x, mask=None):
+                    uit = K.tanh(K.bias_add(K.dot(x, self.W), self.b))
+                    ait = K.squeeze(K.dot(uit, self.u), -1)
+                    ait = K.exp(ait - K.max(ait, axis=1, keepdims=True))
+                    ait = ait / K.cast(K.sum(ait, axis=1, keepdims=True) + K.epsilon(), K.floatx())
+                    return K.sum(x * K.expand_dims(ait), axis=1)
+
+                def get_config(self):
+                    return {**super().get_config(), "attention_dim": self.attention_dim}
+            """
+        )
+    )
+    from edgeattn.custom_layers import import_layers
+
+    layer = import_layers([str(code)])["AttLayer"]
+    inp = keras.Input((7, 3))
+    model = keras.Model(
+        inp, keras.layers.Dense(1)(layer(5)(keras.layers.LSTM(6, return_sequences=True)(inp)))
+    )
+    model.save(tmp_path / "old.keras")
+    out = tmp_path / "old.onnx"
+    export(tmp_path / "old.keras", out, ExportOptions(custom_layers=(str(code),)))
+    assert_edge_ready(out, {"LSTM": 1})
+    x = np.random.default_rng(2).normal(0, 1, (4, 7, 3)).astype("float32")
+    (y,) = run_onnx(out, [x])
+    assert np.abs(y - keras.ops.convert_to_numpy(model(x))).max() <= ATOL
