@@ -216,10 +216,27 @@ def _walk(node, is_layer: bool, where: str, found: list[str], problems: list, cu
 
 
 def _is_custom(node: dict, cls: str, custom: frozenset) -> bool:
+    """Whether the user's layer code has this class: by its class name, its registered name, or the bare
+    name (a file recorded ``Custom>Name`` while the user's copy of the class is not registered)."""
     if not custom or cls in {"Lambda", "__lambda__", "function"}:
         return False
-    registered = node.get("registered_name")
-    return cls in custom or (isinstance(registered, str) and registered in custom)
+    names = {cls, node.get("registered_name")}
+    return any(isinstance(n, str) and (n in custom or n.split(">")[-1] in custom) for n in names)
+
+
+def _registered_aliases(config, user: dict) -> dict:
+    """``Package>Name`` entries the file records for classes the user's code has under the bare name only."""
+    aliases = {}
+    if isinstance(config, dict):
+        for name in (config.get("class_name"), config.get("registered_name")):
+            if isinstance(name, str) and ">" in name and name not in user and name.split(">")[-1] in user:
+                aliases[name] = user[name.split(">")[-1]]
+        for value in config.values():
+            aliases.update(_registered_aliases(value, user))
+    elif isinstance(config, list):
+        for value in config:
+            aliases.update(_registered_aliases(value, user))
+    return aliases
 
 
 def _judge(node: dict, cls: str, is_layer: bool) -> tuple[str, str | None] | None:
@@ -300,6 +317,7 @@ def load_model(path: str | os.PathLike, unsafe: bool = False, custom_layers=()) 
         "hard_sigmoid_keras2": hard_sigmoid_keras2,
         **{name: TFOp for name in legacy.TF_OP_LAYERS},
         **user,
+        **_registered_aliases(source.config, user),
     }
     try:
         if source.format == "keras":

@@ -488,3 +488,19 @@ def test_layer_code_written_for_standalone_keras_2_runs(tmp_path):
     x = np.random.default_rng(2).normal(0, 1, (4, 7, 3)).astype("float32")
     (y,) = run_onnx(out, [x])
     assert np.abs(y - keras.ops.convert_to_numpy(model(x))).max() <= ATOL
+
+
+def test_a_registered_class_loads_from_an_unregistered_copy_of_its_code(tmp_path):
+    """The file records ``Custom>BahdanauAttention``; the user's copy of the class has no decorator."""
+    source = USER_LAYERS.read_text().replace("@keras.utils.register_keras_serializable()\n", "")
+    assert "register_keras_serializable()\n" not in source
+    (tmp_path / "copied_layers.py").write_text(source)
+    out = tmp_path / "m.onnx"
+    export(
+        KERAS2 / "k2-user-attention.h5",
+        out,
+        ExportOptions(custom_layers=(str(tmp_path / "copied_layers.py"),)),
+    )
+    data = np.load(KERAS2 / "k2-user-attention.npz")
+    (y,) = run_onnx(out, [data["x"]])
+    assert np.abs(y - data["y"]).max() <= ATOL
