@@ -94,9 +94,9 @@ def export(
 
     problems = recurrent.unsupported(keras_model)
     if problems:
+        message, details = _listed("cannot export", problems)
         raise UnsupportedModelError(
-            f"cannot export: {problems[0]}",
-            hint=_more(problems) or "see the README's table of supported layers; nothing was written",
+            message, hint="see the README's table of supported layers; nothing was written", details=details
         )
     stand_in, directions = recurrent.stand_in(keras_model)
     say("converting with tf2onnx")
@@ -113,9 +113,8 @@ def export(
         proto, expect_recurrent=count_recurrent_layers(keras_model), expect_outputs=output_names
     )
     if problems:
-        raise CheckFailedError(
-            f"the exported graph is not fit for the edge: {problems[0]}", hint=_more(problems)
-        )
+        message, details = _listed("the exported graph is not fit for the edge", problems)
+        raise CheckFailedError(message, hint="nothing was written", details=details)
 
     specs = verify.input_specs(proto)
     cases = verify.make_cases(
@@ -311,8 +310,11 @@ def _attention_layer(keras_model) -> str:
     return history.operation.name
 
 
-def _more(problems: list[str]) -> str | None:
-    return "also: " + "; ".join(problems[1:3]) if len(problems) > 1 else None
+def _listed(what: str, problems: list[str]) -> tuple[str, list[str]]:
+    """(message, details) for an error about one or several problems: one line each."""
+    if len(problems) == 1:
+        return f"{what}: {problems[0]}", []
+    return f"{what}: {len(problems)} problems:", problems
 
 
 def _stamp(proto, source: Path, keras_model, options: ExportOptions, parity, cases) -> None:

@@ -68,28 +68,32 @@ def unsupported(model) -> list[str]:
             problems.append(f"Masking layer {layer.name!r}: masked steps cannot be exported as a fused node")
         elif isinstance(layer, keras.layers.RNN):
             problems.extend(_unsupported_rnn(layer))
+        elif isinstance(layer, keras.layers.Bidirectional):  # its two directions are layers of their own
+            problems.extend(_unsupported_rnn(layer.forward_layer, f"in Bidirectional {layer.name!r}"))
+            problems.extend(_unsupported_rnn(layer.backward_layer, f"in Bidirectional {layer.name!r}"))
     return problems
 
 
-def _unsupported_rnn(layer) -> list[str]:
+def _unsupported_rnn(layer, where: str = "") -> list[str]:
     import keras
 
     problems = []
+    name = f"{layer.name!r}" + (f" ({where})" if where else "")
     if type(layer) not in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN):
         problems.append(
-            f"{type(layer).__name__} layer {layer.name!r}: only LSTM, GRU and SimpleRNN are fused"
+            f"{type(layer).__name__} layer {name}: only LSTM, GRU and SimpleRNN are fused"
         )
         return problems
     if layer.stateful:
-        problems.append(f"{layer.name!r} is stateful: state kept between calls cannot live in an ONNX file")
+        problems.append(f"{name} is stateful: state kept between calls cannot live in an ONNX file")
     if layer.return_state and not isinstance(layer, keras.layers.LSTM):
-        problems.append(f"{layer.name!r} has return_state=True: only LSTM states can be exported")
+        problems.append(f"{name} has return_state=True: only LSTM states can be exported")
     for role in ("activation", "recurrent_activation"):
         fn = getattr(layer.cell, role, None)
-        name = getattr(fn, "__name__", str(fn))
-        if fn is not None and name not in ACTIVATIONS:
+        activation = getattr(fn, "__name__", str(fn))
+        if fn is not None and activation not in ACTIVATIONS:
             problems.append(
-                f"{layer.name!r} uses {role}={name!r}; fused nodes support {', '.join(sorted(ACTIVATIONS))}"
+                f"{name} uses {role}={activation!r}; fused nodes support {', '.join(sorted(ACTIVATIONS))}"
             )
     return problems
 

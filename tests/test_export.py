@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import run_cli
 
 from edgeattn import graph
 from edgeattn.errors import CheckFailedError, OutputExistsError
@@ -98,3 +99,30 @@ def test_structure_check_reports_loops_and_vendor_ops(seed_onnx_plain):
     assert graph.check_structure(lstm_less, expect_recurrent=2) == [
         "expected at least 2 fused recurrent node(s), found 1"
     ]
+
+
+@pytest.mark.parametrize(
+    ("inner", "cause"),
+    [
+        (lambda L: L.GRU(8, activation="elu", return_sequences=True), "uses activation='elu'"),
+        (lambda L: L.SimpleRNN(4, stateful=True, return_sequences=True), "is stateful"),
+        (lambda L: L.GRU(4, return_state=True), "has return_state=True"),
+    ],
+)
+def test_recurrent_layers_inside_bidirectional_are_checked_by_name(inner, cause, tmp_path):
+    import keras
+
+    L = keras.layers
+    inp = L.Input((6, 2), batch_size=2)
+    out = L.Bidirectional(inner(L), name="bi")(inp)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    model = keras.Model(inp, L.Dense(1)(L.Flatten()(out)))
+    model.save(tmp_path / "bi.keras")
+    result = run_cli("export", tmp_path / "bi.keras", "-o", tmp_path / "bi.onnx")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: cannot export: 2 problems:"
+    for direction, line in zip(("forward_", "backward_"), lines[1:3]):
+        assert line.strip().startswith(f"'{direction}") and "(in Bidirectional 'bi')" in line and cause in line
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "bi.onnx").exists()
