@@ -80,9 +80,7 @@ def _unsupported_rnn(layer, where: str = "") -> list[str]:
     problems = []
     name = f"{layer.name!r}" + (f" ({where})" if where else "")
     if type(layer) not in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN):
-        problems.append(
-            f"{type(layer).__name__} layer {name}: only LSTM, GRU and SimpleRNN are fused"
-        )
+        problems.append(f"{type(layer).__name__} layer {name}: only LSTM, GRU and SimpleRNN are fused")
         return problems
     if layer.stateful:
         problems.append(f"{name} is stateful: state kept between calls cannot live in an ONNX file")

@@ -123,6 +123,8 @@ def test_recurrent_layers_inside_bidirectional_are_checked_by_name(inner, cause,
     lines = result.stderr.splitlines()
     assert lines[0] == "error: cannot export: 2 problems:"
     for direction, line in zip(("forward_", "backward_"), lines[1:3]):
-        assert line.strip().startswith(f"'{direction}") and "(in Bidirectional 'bi')" in line and cause in line
+        assert (
+            line.strip().startswith(f"'{direction}") and "(in Bidirectional 'bi')" in line and cause in line
+        )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "bi.onnx").exists()
