@@ -367,7 +367,9 @@ def _source_from_metadata(model: Path) -> tuple[Path, str]:
     digest = meta.get("edgeattn.source_sha256")
     if not name:
         raise InputError(f"{model} records no source model", hint="pass the Keras file with --keras SRC")
-    candidates = [model.parent / name] + ([Path(recorded)] if recorded else [])
+    candidates = [model.parent / name] + (
+        [model.parent / recorded] if recorded else []
+    )  # relative to the model
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise InputError(

@@ -130,7 +130,7 @@ def export(
     if not parity:
         raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
 
-    _stamp(proto, loaded.source.path, keras_model, options, parity, cases if options.golden else None)
+    _stamp(proto, loaded.source.path, out, keras_model, options, parity, cases if options.golden else None)
     data = proto.SerializeToString()
     ort_max_abs = operators = None
     if out.suffix.lower() == ".ort":
@@ -317,7 +317,7 @@ def _listed(what: str, problems: list[str]) -> tuple[str, list[str]]:
     return f"{what}: {len(problems)} problems:", problems
 
 
-def _stamp(proto, source: Path, keras_model, options: ExportOptions, parity, cases) -> None:
+def _stamp(proto, source: Path, out: Path, keras_model, options: ExportOptions, parity, cases) -> None:
     """Write provenance (and the golden reference set) into ``metadata_props``, keys prefixed ``edgeattn.``."""
     import keras
     import tensorflow as tf
@@ -332,7 +332,8 @@ def _stamp(proto, source: Path, keras_model, options: ExportOptions, parity, cas
         "edgeattn.opset": str(graph.opset_of(proto)),
         "edgeattn.source": source.name,
         **({"edgeattn.attention_layer": _attention_layer(keras_model)} if options.attention_weights else {}),
-        "edgeattn.source_path": str(source.resolve()),
+        # relative to the exported file: no path of the machine that exported it
+        "edgeattn.source_path": os.path.relpath(source.resolve(), out.resolve().parent),
         "edgeattn.source_sha256": sha256_of(source),
         "edgeattn.inputs": json.dumps(
             [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in verify.input_specs(proto)]

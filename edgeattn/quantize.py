@@ -27,7 +27,7 @@ from onnx import helper, numpy_helper
 from edgeattn import graph, verify
 from edgeattn.errors import CheckFailedError, InputError
 from edgeattn.files import check_writable, write_atomic
-from edgeattn.runtime import decode_array, encode_array, external_locations
+from edgeattn.runtime import decode_array, external_locations
 
 MODES = ("int8", "fp16")
 DEFAULT_MAX_ERROR = {"int8": 0.02, "fp16": 0.01}
@@ -125,11 +125,7 @@ def quantize(
             lows[name], highs[name] = min(lows[name], float(e.min())), max(highs[name], float(e.max()))
     outputs = [OutputError(name, errors[name], _scale(lows[name], highs[name])) for name in names]
 
-    _stamp(quantized, mode, outputs, quant_session)
-    data = quantized.SerializeToString()
-    result = QuantizeResult(
-        out, mode, len(data), float_bytes, count, outputs, max_error, verify.describe(cases)
-    )
+    result = QuantizeResult(out, mode, 0, float_bytes, count, outputs, max_error, verify.describe(cases))
     if not result.passed:
         worst = result.worst
         raise CheckFailedError(
@@ -137,6 +133,9 @@ def quantize(
             f"(max abs {worst.max_abs:.3g}, scale {worst.scale:.3g}) exceeds --max-error {max_error:.2%}",
             hint="nothing was written; fp16 keeps more precision, or raise --max-error if that is acceptable",
         )
+    _stamp(quantized, mode, outputs, quant_session, max_error)
+    data = quantized.SerializeToString()
+    result.size_bytes = len(data)
     write_atomic(out, data, force=force)
     return result
 
@@ -232,17 +231,38 @@ def _replace(model: onnx.ModelProto, tensors: list, nodes: list) -> None:
     model.graph.node.extend(nodes + existing)
 
 
-def _stamp(model: onnx.ModelProto, mode: str, outputs: list[OutputError], session) -> None:
-    """Record the quantization; re-base the stored golden outputs on this model (same inputs)."""
+def _stamp(model: onnx.ModelProto, mode: str, outputs: list[OutputError], session, max_error: float) -> None:
+    """Record the quantization. The stored reference set keeps Keras's outputs; it gets, per output, the
+    absolute tolerance this quantization was accepted with (``max_error`` x the output's scale), so that
+    ``verify --golden`` reports the file's real error against Keras and passes within it."""
     meta = {p.key: p.value for p in model.metadata_props}
+    tolerances = {o.name: max_error * o.scale for o in outputs}
     meta["edgeattn.quantization"] = json.dumps(
-        {"mode": mode, "outputs": {o.name: {"max_abs": o.max_abs, "scale": o.scale} for o in outputs}}
+        {
+            "mode": mode,
+            "max_error": max_error,
+            "outputs": {
+                o.name: {"max_abs": o.max_abs, "scale": o.scale, "atol": tolerances[o.name]} for o in outputs
+            },
+        }
     )
     if "edgeattn.golden" in meta:
         golden = json.loads(meta["edgeattn.golden"])
         feed = {k: decode_array(v) for k, v in golden["inputs"].items()}
         names = list(golden["outputs"])
-        golden["outputs"] = {n: encode_array(a) for n, a in zip(names, session.run(names, feed))}
+        atols = {}
+        for name, got in zip(names, session.run(names, feed)):
+            keras = decode_array(golden["outputs"][name])
+            error = float(np.max(np.abs(got.astype(np.float64) - keras), initial=0.0))
+            atols[name] = max(tolerances.get(name, 0.0), float(golden.get("atol", 0.0)))
+            if error > atols[name]:
+                raise CheckFailedError(
+                    f"on the reference set stored in the model, {mode} output {name!r} is {error:.3g} off Keras's "
+                    f"outputs, more than the accepted {atols[name]:.3g} (--max-error {max_error:.2%} of its scale)",
+                    hint="nothing was written; fp16 keeps more precision, or raise --max-error if that is acceptable",
+                )
+        golden["atols"] = atols  # the outputs stay Keras's
+        golden["quantized"] = mode
         meta["edgeattn.golden"] = json.dumps(golden)
     del model.metadata_props[:]
     for key, value in meta.items():

@@ -90,6 +90,9 @@ def build(
             "inputs": {k: _plain(v) for k, v in inputs.items()},
             "outputs": {k: _plain(v) for k, v in outputs.items()},
             "atol": float(golden.get("atol", 1e-4)),
+            "atols": {
+                k: float(v) for k, v in golden.get("atols", {}).items()
+            },  # a quantized file's, per output
         },
     }
     files: dict[str, bytes | Path] = {

@@ -156,9 +156,13 @@ def _marker_models(tf, L) -> None:
     import tempfile
 
     # A plain lambda so that Keras marshals its bytecode into the file (a named function would be saved by name).
+    # Without $EDGEATTN_MARKER the marker goes to the temporary folder, never into the working directory.
     code = lambda x: (  # noqa: E731
         __import__("pathlib")
-        .Path(__import__("os").environ.get("EDGEATTN_MARKER", "edgeattn-marker"))
+        .Path(
+            __import__("os").environ.get("EDGEATTN_MARKER")
+            or __import__("os").path.join(__import__("tempfile").gettempdir(), "edgeattn-marker")
+        )
         .write_text("code ran"),
         x,
     )[1]
@@ -184,5 +188,19 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--inside", metavar="VERSION", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only-markers", action="store_true", help="remake only lambda.h5 and nested-lambda.h5"
+    )
     args = parser.parse_args()
-    inside(args.inside) if args.inside else outside()
+    if args.inside == "markers":
+        import tensorflow as tf
+        from tensorflow.keras import layers as L
+
+        _marker_models(tf, L)
+    elif args.inside:
+        inside(args.inside)
+    elif args.only_markers:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        subprocess.run([str(side_python()), __file__, "--inside", "markers"], check=True, env=env)
+    else:
+        outside()

@@ -128,3 +128,17 @@ def test_recurrent_layers_inside_bidirectional_are_checked_by_name(inner, cause,
         )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "bi.onnx").exists()
+
+
+def test_the_recorded_source_path_is_relative_to_the_export(seed_keras, tmp_path):
+    import os
+
+    out_dir = tmp_path / "deep" / "er"
+    out_dir.mkdir(parents=True)
+    export(seed_keras, out_dir / "m.onnx", ExportOptions(golden=False))
+    recorded = {p.key: p.value for p in onnx.load(out_dir / "m.onnx").metadata_props}["edgeattn.source_path"]
+    assert not os.path.isabs(recorded)
+    assert (out_dir / recorded).resolve() == seed_keras.resolve()
+    result = run_cli("verify", out_dir / "m.onnx")  # finds the source through the relative path
+    assert result.returncode == 0, result.stderr
+    assert "sha256 matches the export" in result.stdout

@@ -110,3 +110,25 @@ def test_a_missing_gpu_provider_falls_back_to_cpu_with_one_warning(caplog):
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "'cuda', 'tensorrt' not available" in warnings[0].getMessage()
+
+
+def test_the_shipped_model_records_no_absolute_path():
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(SEED).metadata_props}
+    assert meta["edgeattn.source_path"] == "seed.keras"  # relative to the model: models/seed.keras
+    assert not any(v.startswith("/") or ":\\\\" in v for v in meta.values())
+
+
+def test_a_quantized_file_is_checked_against_keras_within_its_accepted_tolerance(tmp_path):
+    out = tmp_path / "int8.onnx"
+    made = run_cli("quantize", SEED, "--mode", "int8", "-o", out)
+    assert made.returncode == 0, made.stderr
+    check = Predictor(out).self_check()
+    assert check["passed"]
+    y = check["outputs"]["y"]
+    assert 1e-4 < y["max_abs"] <= y["atol"]  # its real error against Keras's stored outputs, not 0
+    _, keras_outputs = golden()
+    np.testing.assert_allclose(Predictor(out).predict(golden()[0]), keras_outputs["y"], atol=y["atol"])
+    verified = run_cli("verify", out, "--golden")
+    assert verified.returncode == 0, verified.stderr
