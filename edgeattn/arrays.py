@@ -14,17 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeattn.errors import InputError
+from edgeattn.errors import InputError, require_file
 
 
 def read_input(path: Path, specs=()):
     """An array, or a dict of arrays for several inputs. ``specs``: the model's inputs (for .csv shapes)."""
     if str(path) == "-":
         return _from_json(sys.stdin.read(), "stdin")
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not an input file")
+    require_file(path, "an input file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _from_csv(path, specs)

@@ -26,7 +26,7 @@ import onnx
 from onnx import helper
 
 from edgeattn import graph
-from edgeattn.errors import InputError, UnsupportedModelError
+from edgeattn.errors import InputError, UnsupportedModelError, first_line
 
 FLOOR = "floor (bare recurrent node)"
 PREDICTOR = "edgeattn Predictor"
@@ -194,8 +194,9 @@ def run(
     custom_layers=(),
 ) -> BenchReport:
     """Benchmark ``model_path`` against the floor and the optional contenders. See the module docstring."""
+    from edgeattn.onnxfile import load_onnx, open_session
     from edgeattn.runtime import Predictor
-    from edgeattn.verify import input_specs, load_onnx, make_cases, open_session
+    from edgeattn.verify import input_specs, make_cases
 
     proto = load_onnx(model_path)
     predictor = Predictor(model_path, providers=["cpu"], threads=threads)
@@ -262,8 +263,7 @@ def _keras_contenders(
         try:
             contenders["LiteRT (XNNPACK)"], report.notes["LiteRT"] = _litert(function, spec, x, threads)
         except Exception as exc:  # conversion failures come in many types
-            text = str(exc).strip().splitlines()
-            report.skipped["LiteRT (XNNPACK)"] = text[0] if text else type(exc).__name__
+            report.skipped["LiteRT (XNNPACK)"] = first_line(exc)
     return contenders
 
 

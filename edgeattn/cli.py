@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from edgeattn import __version__, sandbox
-from edgeattn.errors import CheckFailedError, EdgeAttnError, InputError
+from edgeattn.errors import CheckFailedError, EdgeAttnError, InputError, first_line, require_file
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -325,7 +325,7 @@ def verify(
 
     notes = []
     if keras_src is None:
-        keras_src, note = _source_from_metadata(model)
+        keras_src, note = verify_lib.find_source(model)
         notes.append(note)
     report = verify_lib.verify_against_keras(
         model,
@@ -355,33 +355,6 @@ def verify(
     if not report:
         raise CheckFailedError(f"verify failed: {report.failures()[0]}")
     _emit(f"verify: pass (atol {atol:g}, rtol {rtol:g})")
-
-
-def _source_from_metadata(model: Path) -> tuple[Path, str]:
-    from edgeattn.export import sha256_of
-    from edgeattn.verify import load_onnx
-
-    meta = {p.key: p.value for p in load_onnx(model).metadata_props}
-    name = meta.get("edgeattn.source")
-    recorded = meta.get("edgeattn.source_path")
-    digest = meta.get("edgeattn.source_sha256")
-    if not name:
-        raise InputError(f"{model} records no source model", hint="pass the Keras file with --keras SRC")
-    candidates = [model.parent / name] + (
-        [model.parent / recorded] if recorded else []
-    )  # relative to the model
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        raise InputError(
-            f"the source {name} recorded in {model} is neither next to it nor at {recorded}",
-            hint="pass the Keras file with --keras SRC",
-        )
-    if digest and sha256_of(found) != digest:
-        return (
-            found,
-            f"warning: {found} is not the file that was exported (sha256 differs); checking it anyway",
-        )
-    return found, f"source: {found} (sha256 matches the export)"
 
 
 def _verify_golden(model: Path, json_file: Path | None) -> None:
@@ -419,10 +392,7 @@ def _write_json(json_file: Path | None, data: dict) -> None:
 def _predictor(model: Path, provider: str | None = None):
     from edgeattn.runtime import Predictor
 
-    if not model.exists():
-        raise InputError(f"{model}: no such file")
-    if model.is_dir():
-        raise InputError(f"{model} is a directory, not an ONNX model")
+    require_file(model, "an ONNX model")
     if sandbox.enabled():
         sandbox.parse("onnx", model)
     try:
@@ -541,42 +511,21 @@ def inspect(model: Path, as_json: bool) -> None:
     Example:
       edgeattn inspect model.onnx
     """
-    from edgeattn import graph
-    from edgeattn.runtime import external_locations
-    from edgeattn.verify import load_onnx
+    from edgeattn.onnxfile import describe
 
-    proto = load_onnx(model)
-    s = graph.summarize(proto)
-    meta = {p.key: p.value for p in proto.metadata_props if p.key.startswith("edgeattn.")}
-    meta.pop("edgeattn.golden", None)
-    info = {
-        "file": str(model),
-        "size_bytes": model.stat().st_size,
-        "opset": s.opset,
-        "domains": list(s.domains),
-        "nodes": s.nodes,
-        "parameters": s.parameters,
-        "inputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.inputs],
-        "outputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.outputs],
-        "op_histogram": s.op_histogram,
-        "external_data": external_locations(proto),
-        "initializers": [
-            {"name": t.name, "shape": list(t.dims), "bytes": t.ByteSize()}
-            for t in sorted(proto.graph.initializer, key=lambda t: -t.ByteSize())
-        ],
-        "metadata": meta,
-    }
+    info = describe(model)
+    meta = info["metadata"]
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
     _emit(
-        f"{model}: {info['size_bytes']:,} bytes, opset {s.opset}, {s.nodes} nodes, {s.parameters:,} parameters"
+        f"{model}: {info['size_bytes']:,} bytes, opset {info['opset']}, {info['nodes']} nodes, "
+        f"{info['parameters']:,} parameters"
     )
-    for n, sh, d in s.inputs:
-        _emit(f"  input   {n} {_shape(sh)} {d}")
-    for n, sh, d in s.outputs:
-        _emit(f"  output  {n} {_shape(sh)} {d}")
-    _emit("  ops     " + ", ".join(f"{k} {v}" for k, v in s.op_histogram.items()))
+    for kind in ("input", "output"):
+        for spec in info[f"{kind}s"]:
+            _emit(f"  {kind:<7} {spec['name']} {_shape(spec['shape'])} {spec['dtype']}")
+    _emit("  ops     " + ", ".join(f"{k} {v}" for k, v in info["op_histogram"].items()))
     largest = ", ".join(f"{i['name']} {i['shape']} {i['bytes']:,} B" for i in info["initializers"][:3])
     _emit(f"  weights {len(info['initializers'])} initializers; largest: {largest}")
     _emit(
@@ -896,7 +845,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = first_line(exc) if str(exc).strip() else ""
         _emit(f"error: unexpected {type(exc).__name__}: {text}", err=True)
         _emit("hint: run again with --debug for the traceback, and report it", err=True)
         sys.exit(1)

@@ -57,3 +57,21 @@ def require(module: str, extra: str):
             f"this needs {module!r}, which is not installed",
             hint=f"pip install 'edgeattn[{extra}]'",
         ) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def require_file(path, what: str, hint: str | None = None):
+    """``path`` as a Path if it is a file; else InputError: "no such file" or "is a directory, not WHAT"."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not {what}", hint=hint)
+    return path

@@ -9,7 +9,6 @@ keep the batch axis dynamic, and match Keras within tolerance on seeded inputs. 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -22,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeattn import __version__, graph, ortformat, recurrent, verify
+from edgeattn import __version__, graph, kerasmodel, onnxfile, ortformat, recurrent, verify
 from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError, require
-from edgeattn.files import check_writable, write_atomic
+from edgeattn.files import check_writable, sha256_of, write_atomic
 from edgeattn.runtime import encode_array
 
 PREDICTION_OUTPUT = "y"
@@ -53,14 +52,6 @@ class ExportResult:
     seconds: float
     dropped_nodes: int
     ort_max_abs: float | None = None  # ORT format only: largest difference from the ONNX model
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export(
@@ -118,12 +109,12 @@ def export(
 
     specs = verify.input_specs(proto)
     cases = verify.make_cases(
-        specs, vocab=verify.vocab_size(keras_model), trained_length=_time_steps(keras_model)
+        specs, vocab=kerasmodel.vocab_size(keras_model), trained_length=_time_steps(keras_model)
     )
     say(f"checking parity with Keras on {verify.describe(cases)}")
     parity = verify.compare(
-        lambda feed: verify.keras_outputs(keras_model, feed),
-        verify.open_session(proto, ["cpu"]),
+        lambda feed: kerasmodel.keras_outputs(keras_model, feed),
+        onnxfile.open_session(proto, ["cpu"]),
         cases,
         atol=options.atol,
     )
@@ -246,7 +237,7 @@ def _unsupported_ops():
 
 def _layer_of(node: str, keras_model) -> str:
     """The Keras layer that a TensorFlow node name (``model/dense_5_1/Gelu/Erfc``) comes from."""
-    names = {layer.name for layer in verify.walk_layers(keras_model)}
+    names = {layer.name for layer in kerasmodel.walk_layers(keras_model)}
     for part in node.split("/"):
         for candidate in (part, re.sub(r"_\d+$", "", part)):
             if candidate in names:
@@ -276,8 +267,8 @@ def _name_outputs(proto: onnx.ModelProto, attention_weights: bool) -> list[str]:
 
 def _same_outputs(proto: onnx.ModelProto, ort_bytes: bytes, cases) -> float:
     """Largest difference between the ONNX model and its ORT-format twin on the parity cases."""
-    onnx_session = verify.open_session(proto, ["cpu"])
-    ort_session = verify.open_session(ort_bytes, ["cpu"])
+    onnx_session = onnxfile.open_session(proto, ["cpu"])
+    ort_session = onnxfile.open_session(ort_bytes, ["cpu"])
     worst = 0.0
     for case in cases:
         for a, b in zip(onnx_session.run(None, case.feed), ort_session.run(None, case.feed)):
@@ -292,7 +283,7 @@ def count_recurrent_layers(keras_model) -> int:
     import keras
 
     recurrent = (keras.layers.RNN, keras.layers.Bidirectional)
-    return sum(1 for layer in verify.walk_layers(keras_model) if isinstance(layer, recurrent))
+    return sum(1 for layer in kerasmodel.walk_layers(keras_model) if isinstance(layer, recurrent))
 
 
 def _time_free(keras_model) -> bool:
@@ -349,7 +340,7 @@ def _stamp(proto, source: Path, out: Path, keras_model, options: ExportOptions, 
     }
     if cases:
         feed = {k: v[:GOLDEN_SAMPLES] for k, v in cases[-1].feed.items()}
-        outputs = verify.keras_outputs(keras_model, feed)
+        outputs = kerasmodel.keras_outputs(keras_model, feed)
         golden = {
             "inputs": {k: encode_array(v) for k, v in feed.items()},
             "outputs": {o.name: encode_array(a) for o, a in zip(proto.graph.output, outputs)},

@@ -7,6 +7,7 @@ the target's name, and temporary files left by a killed run are removed by the n
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 
@@ -148,3 +149,11 @@ def write_folder_atomic(path: str | os.PathLike, files: dict[str, bytes | Path],
             else:
                 target.write_bytes(content)
     return Path(path)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeattn.errors import first_line
+
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 LOOP_OPS = frozenset({"Loop", "Scan"})
@@ -96,7 +98,7 @@ def check_structure(
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # onnx raises ValidationError and InferenceError
-        problems.append(f"onnx.checker: {str(exc).strip().splitlines()[0]}")
+        problems.append(f"onnx.checker: {first_line(exc)}")
     for opset in model.opset_import:
         if opset.domain not in STANDARD_DOMAINS:
             problems.append(f"imports the non-standard opset domain {opset.domain!r}")

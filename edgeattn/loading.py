@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeattn import legacy, sandbox, tfops
-from edgeattn.errors import EdgeAttnError, InputError, UnsafeModelError, UnsupportedModelError, require
+from edgeattn.errors import (
+    EdgeAttnError,
+    InputError,
+    UnsafeModelError,
+    UnsupportedModelError,
+    first_line,
+    require,
+    require_file,
+)
 
 # Keras layer classes that edgeattn loads and exports. Anything else is refused unless --unsafe.
 KERAS_LAYERS = frozenset(
@@ -87,11 +95,7 @@ def read_config(path: str | os.PathLike, contain: bool = True) -> ModelConfig:
     With ``contain`` (and unless ``EDGEATTN_CONTAIN=0``), the file is parsed in a child process first, with
     a time and memory limit (see ``edgeattn.sandbox``).
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not a model file", hint="give a .keras or .h5 file")
+    path = require_file(path, "a model file", hint="give a .keras or .h5 file")
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head.startswith(b"PK") or head == b"\x89HDF\r\n\x1a\n":
@@ -330,7 +334,7 @@ def load_model(path: str | os.PathLike, unsafe: bool = False, custom_layers=()) 
         raise
     except Exception as exc:
         raise UnsupportedModelError(
-            f"{source.path}: Keras could not build the model: {_first_line(exc)}", hint=_build_hint(exc, user)
+            f"{source.path}: Keras could not build the model: {first_line(exc)}", hint=_build_hint(exc, user)
         ) from exc
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(f"{source.path} holds a {type(model).__name__}, not a Keras model")
@@ -420,8 +424,3 @@ def _build_hint(exc: BaseException, user: dict) -> str:
     return "run with --debug for the full traceback" + (
         "; a class of --custom-layers may not load under Keras 3" if user else ""
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeattn import graph, verify
+from edgeattn import graph, onnxfile, verify
 from edgeattn.errors import CheckFailedError, InputError
 from edgeattn.files import check_writable, write_atomic
 from edgeattn.runtime import decode_array, external_locations
@@ -91,7 +91,7 @@ def quantize(
         raise InputError(f"{out}: the output must end in .onnx")
     check_writable(out, force)
     max_error = DEFAULT_MAX_ERROR[mode] if max_error is None else max_error
-    model = verify.load_onnx(src)  # external data, if any, was checked to stay in the model's folder
+    model = onnxfile.load_onnx(src)  # external data, if any, was checked to stay in the model's folder
     if external_locations(model):
         from onnx.external_data_helper import load_external_data_for_model
 
@@ -111,8 +111,8 @@ def quantize(
         cases = verify.cases_from_file(inputs_file, specs)
     else:
         cases = verify.make_cases(specs, vocab=_vocab(model), wide=False)
-    float_session = verify.open_session(model, ["cpu"])
-    quant_session = verify.open_session(quantized, ["cpu"])
+    float_session = onnxfile.open_session(model, ["cpu"])
+    quant_session = onnxfile.open_session(quantized, ["cpu"])
     names = [o.name for o in model.graph.output]
     errors = {name: 0.0 for name in names}
     lows = {name: np.inf for name in names}

@@ -55,7 +55,7 @@ def unsupported(model) -> list[str]:
     """Why the recurrent layers of ``model`` cannot be exported as fused nodes (empty when they can)."""
     import keras
 
-    from edgeattn.verify import walk_layers
+    from edgeattn.kerasmodel import walk_layers
 
     problems = []
     for layer in walk_layers(model):

@@ -24,6 +24,7 @@ import mmap
 import os
 import threading
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import onnxruntime as ort
@@ -455,6 +456,12 @@ class Predictor:
             np.copyto(inputs[name], value)
         self._session.run_with_iobinding(binding)
         return [r.copy() for r in results]
+
+    @overload
+    def predict(self, x, return_attention: Literal[False] = False) -> np.ndarray: ...
+
+    @overload
+    def predict(self, x, return_attention: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
 
     def predict(self, x, return_attention: bool = False):
         """The prediction (the model's first output); with ``return_attention``, ``(prediction, weights)``."""

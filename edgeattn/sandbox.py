@@ -8,6 +8,7 @@ CLI's own process touch the file; a crash, hang or memory blow-up in the child b
 
 The limits: ``EDGEATTN_PARSE_TIMEOUT`` seconds (default 120) and ``EDGEATTN_PARSE_MEMORY_MB`` of address
 space (default 8192). ``EDGEATTN_CONTAIN=0`` parses in-process instead (trusted files, a little faster).
+The child's side is ``edgeattn.sandbox_child``, which nothing imports: it runs as ``python -m``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def parse(kind: str, path: str | os.PathLike) -> dict:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "edgeattn.sandbox", kind, path]
+    cmd = [sys.executable, "-m", "edgeattn.sandbox_child", kind, path]
     try:
         # The memory limit needs POSIX rlimits; elsewhere the child runs with the time limit only.
         preexec = limit if os.name == "posix" else None
@@ -86,66 +87,3 @@ def parse(kind: str, path: str | os.PathLike) -> dict:
             kind_of = errors.InputError
         raise kind_of(reply["error"], hint=reply.get("hint"))
     return reply
-
-
-# -- the child --------------------------------------------------------------------------------------------
-
-
-def _read_everything_h5(source) -> None:
-    """Read every dataset of an HDF5 file (path or file object): what Keras will read, and then some."""
-    import h5py
-
-    def visit(_name, obj):
-        if isinstance(obj, h5py.Dataset):
-            obj[()]
-
-    with h5py.File(source, "r") as f:
-        f.visititems(visit)
-
-
-def _child_model(path: str) -> dict:
-    import io
-    import zipfile
-
-    from edgeattn.loading import read_config
-
-    config = read_config(path, contain=False)
-    if config.format == "h5":
-        _read_everything_h5(path)
-    else:
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                if name.endswith(".h5"):
-                    _read_everything_h5(io.BytesIO(zf.read(name)))
-    return {"format": config.format, "config": config.config, "keras_version": config.keras_version}
-
-
-def _child_onnx(path: str) -> dict:
-    from edgeattn.runtime import is_ort_format
-    from edgeattn.verify import load_onnx, open_session
-
-    # The protobuf parse and the external-data check (an ORT-format flatbuffer has neither).
-    nodes = None if is_ort_format(path) else len(load_onnx(path, contain=False).graph.node)
-    try:
-        open_session(path, ["cpu"], threads=1)
-    except Exception as exc:  # a refusal is not a crash: the caller reports it in its own words
-        text = str(exc).strip().splitlines()
-        return {"nodes": nodes, "onnxruntime_error": text[0] if text else type(exc).__name__}
-    return {"nodes": nodes}
-
-
-def _child(kind: str, path: str) -> None:
-    try:
-        reply = {"model": _child_model, "onnx": _child_onnx}[kind](path)
-    except errors.EdgeAttnError as exc:
-        reply = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
-    except MemoryError:
-        reply = {"error": f"{path}: reading it needs more memory than the limit (EDGEATTN_PARSE_MEMORY_MB)"}
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        reply = {"error": f"{path} could not be read: {type(exc).__name__}: {text[0] if text else ''}"}
-    sys.stdout.write(json.dumps(reply) + "\n")
-
-
-if __name__ == "__main__":
-    _child(sys.argv[1], sys.argv[2])

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeattn import __version__
-from edgeattn.errors import CheckFailedError, InputError, require
+from edgeattn.errors import CheckFailedError, InputError, first_line, require
 from edgeattn.files import check_writable_folder, staged_folder
 from edgeattn.runtime import ATTENTION_OUTPUT, Predictor
 
@@ -288,8 +288,8 @@ def score(
     say = progress or (lambda _stage: None)
     require("ray", "ray")
     require("pyarrow", "ray")
-    from edgeattn.export import sha256_of
-    from edgeattn.verify import load_onnx
+    from edgeattn.files import sha256_of
+    from edgeattn.onnxfile import load_onnx
 
     model = Path(model)
     load_onnx(model)  # contained parse, external data confined
@@ -319,9 +319,8 @@ def score(
             try:
                 _run(ray, model, files, predictor, attention, batch_size, workers, tmp, say)
             except ray.exceptions.RayError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ScoreFailedError(
-                    f"scoring failed on Ray: {first}", hint="--debug shows the traceback"
+                    f"scoring failed on Ray: {first_line(exc)}", hint="--debug shows the traceback"
                 ) from exc
             seconds = time.perf_counter() - start
             manifest = {

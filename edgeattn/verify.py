@@ -9,15 +9,16 @@ prints.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 
-from edgeattn import graph, sandbox
-from edgeattn.errors import InputError, UnsafeModelError
-from edgeattn.runtime import check_external_data, is_ort_format
+from edgeattn import graph
+from edgeattn.errors import InputError, first_line
+from edgeattn.kerasmodel import keras_outputs, vocab_size
+from edgeattn.onnxfile import load_onnx, open_session
 
 DEFAULT_BATCHES = (1, 7, 64)
 DEFAULT_ATOL = 1e-4
@@ -189,19 +190,6 @@ def cases_from_file(path: str | os.PathLike, specs: list[InputSpec]) -> list[Cas
 # -- comparison -------------------------------------------------------------------------------------------
 
 
-def keras_outputs(keras_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The Keras model's outputs as a list of arrays, inference mode."""
-    import keras
-
-    args = [feed[name] for name in feed]
-    with warnings.catch_warnings():
-        # Keras 2 configs list a single input as [input]; Keras 3 warns about the structure, harmlessly.
-        warnings.filterwarnings("ignore", message="The structure of `inputs`")
-        result = keras_model(args[0] if len(args) == 1 else args, training=False)
-    result = result if isinstance(result, (list, tuple)) else [result]
-    return [np.asarray(keras.ops.convert_to_numpy(r)) for r in result]
-
-
 def compare(
     reference_fn,
     session,
@@ -266,48 +254,6 @@ def compare(
     )
 
 
-def open_session(
-    model: onnx.ModelProto | bytes | str | os.PathLike, providers=None, threads: int | None = None
-):
-    """An onnxruntime session on the model (a proto, bytes, or a file); ``threads``: intra-op threads, run
-    sequentially (as the benchmarks and the sandbox want it)."""
-    import onnxruntime as ort
-
-    from edgeattn.runtime import resolve_providers
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if isinstance(model, onnx.ModelProto):
-        source = model.SerializeToString()
-    else:
-        source = model if isinstance(model, bytes) else os.fspath(model)
-    return ort.InferenceSession(source, options, providers=resolve_providers(providers))
-
-
-def vocab_size(keras_model) -> int | None:
-    """The smallest ``input_dim`` of the model's Embedding layers, if any: seeded token ids below it are
-    valid for every Embedding (a model may embed tokens and positions from two integer inputs)."""
-    import keras
-
-    dims = [
-        int(layer.input_dim)
-        for layer in walk_layers(keras_model)
-        if isinstance(layer, keras.layers.Embedding)
-    ]
-    return min(dims) if dims else None
-
-
-def walk_layers(model):
-    """Every layer of a Keras model, descending into nested models (not into wrappers such as Bidirectional)."""
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from walk_layers(layer)
-
-
 def verify_against_keras(
     onnx_path: str | os.PathLike,
     keras_src: str | os.PathLike,
@@ -341,7 +287,7 @@ def verify_against_keras(
     try:
         session = open_session(proto, providers)
     except Exception as exc:  # onnxruntime's own exception types
-        problems.append(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}")
+        problems.append(f"onnxruntime cannot load the model: {first_line(exc)}")
         return ParityReport(
             outputs=[],
             cases=[c.description for c in cases],
@@ -354,34 +300,29 @@ def verify_against_keras(
     return report
 
 
-def load_onnx(path: str | os.PathLike, contain: bool = True) -> onnx.ModelProto:
-    """Read an ONNX file (no external data is followed) or raise InputError / UnsafeModelError.
+def find_source(model: Path) -> tuple[Path, str]:
+    """The Keras source recorded in an exported model's metadata (beside it, or at the recorded path relative to
+    it), and a line saying whether its sha256 is the exported one."""
+    from edgeattn.files import sha256_of
 
-    With ``contain``, the file is first parsed and opened by onnxruntime in a child process with a time and
-    memory limit (``edgeattn.sandbox``); its external data must stay inside the model's folder.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise InputError(f"{path} is a directory, not an ONNX model")
-    if is_ort_format(path):
+    meta = {p.key: p.value for p in load_onnx(model).metadata_props}
+    name = meta.get("edgeattn.source")
+    recorded = meta.get("edgeattn.source_path")
+    digest = meta.get("edgeattn.source_sha256")
+    if not name:
+        raise InputError(f"{model} records no source model", hint="pass the Keras file with --keras SRC")
+    candidates = [model.parent / name] + (
+        [model.parent / recorded] if recorded else []
+    )  # relative to the model
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
         raise InputError(
-            f"{path} is in onnxruntime's ORT format, not ONNX",
-            hint="predict and verify --golden run it; inspect, bench and verify --keras need the .onnx",
+            f"the source {name} recorded in {model} is neither next to it nor at {recorded}",
+            hint="pass the Keras file with --keras SRC",
         )
-    if contain and sandbox.enabled():
-        sandbox.parse("onnx", path)
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise InputError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
-    if not model.graph.node and not model.graph.output:
-        raise InputError(f"{path} holds no ONNX graph (an empty file, or not ONNX)")
-    try:
-        check_external_data(path, model)
-    except ValueError as exc:
-        raise UnsafeModelError(
-            str(exc), hint="keep the model and its data files together in one folder"
-        ) from None
-    return model
+    if digest and sha256_of(found) != digest:
+        return (
+            found,
+            f"warning: {found} is not the file that was exported (sha256 differs); checking it anyway",
+        )
+    return found, f"source: {found} (sha256 matches the export)"

@@ -61,7 +61,7 @@ def build(
 ) -> Site:
     """Write the site for ``model_path`` into the folder ``out`` (atomically). See the module docstring."""
     from edgeattn.graph import summarize
-    from edgeattn.verify import load_onnx
+    from edgeattn.onnxfile import load_onnx
 
     model_path = Path(model_path)
     proto = load_onnx(model_path)

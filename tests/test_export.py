@@ -53,7 +53,7 @@ def test_onnx_matches_keras(seed_keras, seed_onnx_plain, batch):
 
 
 def test_metadata_records_provenance(seed_keras, seed_onnx):
-    from edgeattn.export import sha256_of
+    from edgeattn.files import sha256_of
 
     meta = {p.key: p.value for p in onnx.load(seed_onnx).metadata_props}
     assert meta["edgeattn.source"] == "seed.keras"

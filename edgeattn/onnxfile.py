@@ -1,0 +1,96 @@
+"""ONNX files in: read (contained, external data confined to the model's folder) and opened by onnxruntime.
+
+Below ``verify``, ``sandbox_child``, the commands and ``bench``; the Predictor has its own session code (it must
+stay numpy + onnxruntime only) with the same options.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from edgeattn import sandbox
+from edgeattn.errors import InputError, UnsafeModelError, require_file
+from edgeattn.runtime import check_external_data, is_ort_format
+
+
+def load_onnx(path: str | os.PathLike, contain: bool = True) -> onnx.ModelProto:
+    """Read an ONNX file (no external data is followed) or raise InputError / UnsafeModelError.
+
+    With ``contain``, the file is first parsed and opened by onnxruntime in a child process with a time and
+    memory limit (``edgeattn.sandbox``); its external data must stay inside the model's folder.
+    """
+    path = os.fspath(path)
+    require_file(path, "an ONNX model")
+    if is_ort_format(path):
+        raise InputError(
+            f"{path} is in onnxruntime's ORT format, not ONNX",
+            hint="predict and verify --golden run it; inspect, bench and verify --keras need the .onnx",
+        )
+    if contain and sandbox.enabled():
+        sandbox.parse("onnx", path)
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise InputError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node and not model.graph.output:
+        raise InputError(f"{path} holds no ONNX graph (an empty file, or not ONNX)")
+    try:
+        check_external_data(path, model)
+    except ValueError as exc:
+        raise UnsafeModelError(
+            str(exc), hint="keep the model and its data files together in one folder"
+        ) from None
+    return model
+
+
+def open_session(
+    model: onnx.ModelProto | bytes | str | os.PathLike, providers=None, threads: int | None = None
+):
+    """An onnxruntime session on the model (a proto, bytes, or a file); ``threads``: intra-op threads, run
+    sequentially (as the benchmarks and the sandbox want it)."""
+    import onnxruntime as ort
+
+    from edgeattn.runtime import resolve_providers
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if isinstance(model, onnx.ModelProto):
+        source = model.SerializeToString()
+    else:
+        source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=resolve_providers(providers))
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """What ``edgeattn inspect`` shows of an ONNX file: size, opset, nodes, inputs/outputs, operators,
+    initializers (largest first), external data and the ``edgeattn.*`` metadata (without the reference set)."""
+    from edgeattn import graph
+    from edgeattn.runtime import GOLDEN_KEY, METADATA_PREFIX, external_locations
+
+    proto = load_onnx(path)
+    s = graph.summarize(proto)
+    meta = {p.key: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
+    meta.pop(GOLDEN_KEY, None)
+    return {
+        "file": os.fspath(path),
+        "size_bytes": os.path.getsize(path),
+        "opset": s.opset,
+        "domains": list(s.domains),
+        "nodes": s.nodes,
+        "parameters": s.parameters,
+        "inputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.inputs],
+        "outputs": [{"name": n, "shape": list(sh), "dtype": d} for n, sh, d in s.outputs],
+        "op_histogram": s.op_histogram,
+        "external_data": external_locations(proto),
+        "initializers": [
+            {"name": t.name, "shape": list(t.dims), "bytes": t.ByteSize()}
+            for t in sorted(proto.graph.initializer, key=lambda t: -t.ByteSize())
+        ],
+        "metadata": meta,
+    }

@@ -1,0 +1,68 @@
+"""The child-process side of ``edgeattn.sandbox``: run as ``python -m edgeattn.sandbox_child KIND PATH``, it
+parses one untrusted file fully and prints one JSON line. Nothing imports this module."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from edgeattn import errors
+from edgeattn.errors import first_line
+
+
+def _read_everything_h5(source) -> None:
+    """Read every dataset of an HDF5 file (path or file object): what Keras will read, and then some."""
+    import h5py
+
+    def visit(_name, obj):
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+
+    with h5py.File(source, "r") as f:
+        f.visititems(visit)
+
+
+def _child_model(path: str) -> dict:
+    import io
+    import zipfile
+
+    from edgeattn.loading import read_config
+
+    config = read_config(path, contain=False)
+    if config.format == "h5":
+        _read_everything_h5(path)
+    else:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if name.endswith(".h5"):
+                    _read_everything_h5(io.BytesIO(zf.read(name)))
+    return {"format": config.format, "config": config.config, "keras_version": config.keras_version}
+
+
+def _child_onnx(path: str) -> dict:
+    from edgeattn.onnxfile import load_onnx, open_session
+    from edgeattn.runtime import is_ort_format
+
+    # The protobuf parse and the external-data check (an ORT-format flatbuffer has neither).
+    nodes = None if is_ort_format(path) else len(load_onnx(path, contain=False).graph.node)
+    try:
+        open_session(path, ["cpu"], threads=1)
+    except Exception as exc:  # a refusal is not a crash: the caller reports it in its own words
+        return {"nodes": nodes, "onnxruntime_error": first_line(exc)}
+    return {"nodes": nodes}
+
+
+def _child(kind: str, path: str) -> None:
+    try:
+        reply = {"model": _child_model, "onnx": _child_onnx}[kind](path)
+    except errors.EdgeAttnError as exc:
+        reply = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
+    except MemoryError:
+        reply = {"error": f"{path}: reading it needs more memory than the limit (EDGEATTN_PARSE_MEMORY_MB)"}
+    except Exception as exc:
+        reply = {"error": f"{path} could not be read: {type(exc).__name__}: {first_line(exc)}"}
+    sys.stdout.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], sys.argv[2])

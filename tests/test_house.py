@@ -1,0 +1,71 @@
+"""The package's structure: no import cycle among its modules (module-level and function-level imports alike),
+and the sandbox's child side is imported by nothing (it runs as ``python -m edgeattn.sandbox_child``)."""
+
+from __future__ import annotations
+
+import ast
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "edgeattn"
+
+
+def imports() -> dict[str, set[str]]:
+    """module -> the package's modules it imports, anywhere in its code."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    for module in modules:
+        for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module == "edgeattn":
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edgeattn."):
+                names = [node.module.split(".")[1]]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".")[1] for a in node.names if a.name.startswith("edgeattn.")]
+            edges[module] |= {n for n in names if n in modules and n != module}
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    assert cycles(imports()) == []
+
+
+def test_the_cycle_finder_finds_one():  # the check above can fail
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_nothing_imports_the_sandbox_child():
+    assert [m for m, targets in imports().items() if "sandbox_child" in targets] == []
