@@ -289,6 +289,11 @@ def _ints(value: str) -> tuple[int, ...]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the report as JSON ('-' for stdout).",
 )
+@click.option(
+    "--outputs-only",
+    is_flag=True,
+    help="Compare the model's outputs only, not every layer's (the default when the export recorded them).",
+)
 @custom_layers_option
 @unsafe_option
 def verify(
@@ -303,6 +308,7 @@ def verify(
     rtol: float,
     seed: int,
     json_file: Path | None,
+    outputs_only: bool,
     custom_layers: tuple[str, ...],
     unsafe: bool,
 ) -> None:
@@ -338,23 +344,34 @@ def verify(
         seed=seed,
         unsafe=unsafe,
         custom_layers=custom_layers,
+        layers=not outputs_only,
     )
     for note in notes:
         _emit(note)
     _emit(f"{model} vs {keras_src}: {report.inputs}; {report.provider}")
     _emit(f"{'output':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10}  {'worst':<24} result")
     for o in report.outputs:
-        worst = f"{o.worst_case} #{o.worst_sample}"
-        _emit(
-            f"{o.name:<20} {o.max_abs:>10.3g} {o.max_rel:>10.3g} {o.mean_abs:>10.3g}  {worst:<24} "
-            f"{'pass' if o.passed else 'FAIL'}"
-        )
+        _emit(_parity_row(o.name, o))
+    if report.layers:
+        _emit(f"{'layer (every output of each, in order)':<40}")
+        first = report.first_divergent_layer
+        for o in report.layers:
+            mark = "  <- diverges first" if o is first else ""
+            _emit(_parity_row(f"  {o.name}", o) + mark)
     for problem in report.structure_problems:
         _emit(f"structure: {problem}")
     _write_json(json_file, report.to_dict())
     if not report:
         raise CheckFailedError(f"verify failed: {report.failures()[0]}")
     _emit(f"verify: pass (atol {atol:g}, rtol {rtol:g})")
+
+
+def _parity_row(name: str, o) -> str:
+    worst = f"{o.worst_case} #{o.worst_sample}"
+    return (
+        f"{name:<20} {o.max_abs:>10.3g} {o.max_rel:>10.3g} {o.mean_abs:>10.3g}  {worst:<24} "
+        f"{'pass' if o.passed else 'FAIL'}"
+    )
 
 
 def _verify_golden(model: Path, json_file: Path | None) -> None:

@@ -27,6 +27,7 @@ from edgeattn.files import check_writable, sha256_of, write_atomic
 from edgeattn.runtime import encode_array
 
 PREDICTION_OUTPUT = "y"
+LAYER_OUTPUTS_KEY = onnxfile.LAYER_OUTPUTS_KEY
 DEFAULT_OPSET = 17
 GOLDEN_SAMPLES = 4
 
@@ -41,6 +42,7 @@ class ExportOptions:
     atol: float = verify.DEFAULT_ATOL
     golden: bool = True
     custom_layers: tuple[str, ...] = ()  # the user's layer code: .py files or module names
+    layer_outputs: bool = True  # record which ONNX tensor holds each Keras layer's output (verify per layer)
 
 
 @dataclass
@@ -89,15 +91,25 @@ def export(
         raise UnsupportedModelError(
             message, hint="see the README's table of supported layers; nothing was written", details=details
         )
-    stand_in, directions = recurrent.stand_in(keras_model)
+    # Each layer's output is converted as an extra output, so that the graph says which tensor holds it; the
+    # extra outputs are dropped again after the clean-up (``edgeattn.layer_outputs`` keeps the names).
+    probes = [name for name, _ in kerasmodel.layer_outputs(keras_model)] if options.layer_outputs else []
+    converted = kerasmodel.with_layer_outputs(keras_model, probes) if probes else keras_model
+    stand_in, directions = recurrent.stand_in(converted)
     say("converting with tf2onnx")
     proto = convert(stand_in, options.opset, like=keras_model)
     recurrent.swap_nodes(proto, directions)
     before = len(proto.graph.node)
-    output_names = _name_outputs(proto, options.attention_weights)
+    count = len(keras_model.outputs)
+    output_names = _name_outputs(proto, options.attention_weights, count)
     graph.drop_zero_initial_states(proto)
     graph.last_step_from_final_state(proto)
     proto = graph.optimize_basic(proto)
+    layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
+    del proto.graph.output[count:]
+    graph.prune_dead(proto)
+    produced = {o for node in proto.graph.node for o in node.output}
+    layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
     graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))
 
     problems = graph.check_structure(
@@ -122,6 +134,7 @@ def export(
         raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
 
     _stamp(proto, loaded.source.path, out, keras_model, options, parity, cases if options.golden else None)
+    proto.metadata_props.add(key=LAYER_OUTPUTS_KEY, value=json.dumps(layer_map))
     data = proto.SerializeToString()
     ort_max_abs = operators = None
     if out.suffix.lower() == ".ort":
@@ -252,17 +265,18 @@ def _input_name(tensor, index: int, keras_model) -> str:
     return name.split(":")[0]
 
 
-def _name_outputs(proto: onnx.ModelProto, attention_weights: bool) -> list[str]:
-    """Rename the graph outputs: ``y`` (or Keras's names when there are several), then ``attention_weights``."""
+def _name_outputs(proto: onnx.ModelProto, attention_weights: bool, count: int) -> list[str]:
+    """Rename the first ``count`` graph outputs (the model's; layer outputs may follow): ``y`` (or Keras's
+    names when there are several), then ``attention_weights``."""
     from edgeattn.runtime import ATTENTION_OUTPUT
 
-    outputs = [o.name for o in proto.graph.output]
+    outputs = [o.name for o in proto.graph.output][:count]
     predictions = outputs[:-1] if attention_weights else outputs
     if len(predictions) == 1:
         graph.rename_value(proto, predictions[0], PREDICTION_OUTPUT)
     if attention_weights:
         graph.rename_value(proto, outputs[-1], ATTENTION_OUTPUT)
-    return [o.name for o in proto.graph.output]
+    return [o.name for o in proto.graph.output][:count]
 
 
 def _same_outputs(proto: onnx.ModelProto, ort_bytes: bytes, cases) -> float:

@@ -355,3 +355,22 @@ def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:
     drop_unused_opsets(optimized)
     optimized.ir_version = model.ir_version
     return optimized
+
+
+def prune_dead(model: onnx.ModelProto) -> int:
+    """Remove the nodes (and initializers) that no graph output needs. Returns how many nodes went."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    removed = len(graph.node) - len(keep)
+    if removed:
+        del graph.node[:]
+        graph.node.extend(reversed(keep))
+        unused = [t for t in graph.initializer if t.name not in needed]
+        for tensor in unused:
+            graph.initializer.remove(tensor)
+    return removed

@@ -39,3 +39,38 @@ def keras_outputs(keras_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = keras_model(args[0] if len(args) == 1 else args, training=False)
     result = result if isinstance(result, (list, tuple)) else [result]
     return [np.asarray(keras.ops.convert_to_numpy(r)) for r in result]
+
+
+def layer_outputs(model) -> list[tuple[str, object]]:
+    """(name, output tensor) of the layers whose output can be compared between Keras and ONNX, in the
+    model's order: each call of this model's own graph (a layer may be shared with another model) to a layer
+    called once here, its first output when that is a float tensor and not already a model output."""
+    import keras
+
+    graph = getattr(model, "_functional", None) or model  # a Sequential keeps its graph there
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    if not by_depth:
+        return []
+    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+    calls: dict[int, int] = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+    model_outputs = {id(t) for t in model.outputs}
+    found = []
+    for node in nodes:
+        layer = node.operation
+        tensors = list(node.output_tensors)
+        if isinstance(layer, keras.layers.InputLayer) or calls[id(layer)] != 1 or not tensors:
+            continue
+        if id(tensors[0]) in model_outputs or "float" not in str(tensors[0].dtype):
+            continue
+        found.append((layer.name, tensors[0]))
+    return found
+
+
+def with_layer_outputs(model, names: list[str]):
+    """The same model (same layers) with the outputs of the named layers (see ``layer_outputs``) appended."""
+    import keras
+
+    tensors = dict(layer_outputs(model))
+    return keras.Model(model.inputs, [*model.outputs, *[tensors[name] for name in names]], name=model.name)

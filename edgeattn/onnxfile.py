@@ -14,6 +14,8 @@ from edgeattn import sandbox
 from edgeattn.errors import InputError, UnsafeModelError, require_file
 from edgeattn.runtime import check_external_data, is_ort_format
 
+LAYER_OUTPUTS_KEY = "edgeattn.layer_outputs"  # [[Keras layer, ONNX tensor], ...] in the model's order
+
 
 def load_onnx(path: str | os.PathLike, contain: bool = True) -> onnx.ModelProto:
     """Read an ONNX file (no external data is followed) or raise InputError / UnsafeModelError.

@@ -9,7 +9,7 @@ prints.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import onnx
 
 from edgeattn import graph
 from edgeattn.errors import InputError, first_line
-from edgeattn.kerasmodel import keras_outputs, vocab_size
+from edgeattn.kerasmodel import keras_outputs, layer_outputs, vocab_size, with_layer_outputs
 from edgeattn.onnxfile import load_onnx, open_session
 
 DEFAULT_BATCHES = (1, 7, 64)
@@ -45,10 +45,18 @@ class ParityReport:
     inputs: str
     provider: str
     structure_problems: list[str] = field(default_factory=list)
+    layers: list[OutputParity] = field(
+        default_factory=list
+    )  # each Keras layer's output, in the model's order
 
     @property
     def passed(self) -> bool:
-        return not self.structure_problems and all(o.passed for o in self.outputs)
+        return not self.structure_problems and all(o.passed for o in [*self.outputs, *self.layers])
+
+    @property
+    def first_divergent_layer(self) -> OutputParity | None:
+        """The first layer (in the model's order) whose output is out of tolerance: where it starts."""
+        return next((layer for layer in self.layers if not layer.passed), None)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -58,8 +66,14 @@ class ParityReport:
         return max((o.max_abs for o in self.outputs), default=0.0)
 
     def failures(self) -> list[str]:
-        """One line per thing that failed."""
+        """One line per thing that failed; the first divergent layer first, since that is where it starts."""
         lines = list(self.structure_problems)
+        first = self.first_divergent_layer
+        if first is not None:
+            lines.append(
+                f"layer {first.name!r} is the first to diverge: max abs error {first.max_abs:.3g} > atol "
+                f"{first.atol:g} (worst: {first.worst_case}, sample {first.worst_sample})"
+            )
         for o in self.outputs:
             if not o.passed:
                 lines.append(
@@ -266,8 +280,10 @@ def verify_against_keras(
     unsafe: bool = False,
     providers=None,
     custom_layers=(),
+    layers: bool = True,
 ) -> ParityReport:
-    """Check ``onnx_path``'s structure, then its outputs against the Keras model in ``keras_src``."""
+    """Check ``onnx_path``'s structure, then its outputs against the Keras model in ``keras_src``; with
+    ``layers`` (and an export that recorded them), every Keras layer's output too."""
     from edgeattn.layers import with_attention_output
     from edgeattn.loading import load_model
     from edgeattn.runtime import ATTENTION_OUTPUT
@@ -276,9 +292,14 @@ def verify_against_keras(
     problems = graph.check_structure(proto)
     loaded = load_model(keras_src, unsafe=unsafe, custom_layers=custom_layers)
     keras_model = loaded.model
+    meta = {p.key: p.value for p in proto.metadata_props}
     if ATTENTION_OUTPUT in [o.name for o in proto.graph.output]:
-        meta = {p.key: p.value for p in proto.metadata_props}
         keras_model = with_attention_output(keras_model, meta.get("edgeattn.attention_layer"))
+    count = len(proto.graph.output)
+    layer_map = _layer_map(proto, keras_model, meta) if layers else []
+    if layer_map:  # the recorded tensors become extra outputs; Keras gives every layer's output
+        proto = _with_outputs(proto, [tensor for _, tensor in layer_map])
+        keras_model = with_layer_outputs(keras_model, [name for name, _ in layer_map])
     specs = input_specs(proto)
     if inputs_file is not None:
         cases = cases_from_file(inputs_file, specs)
@@ -297,7 +318,30 @@ def verify_against_keras(
         )
     report = compare(lambda feed: keras_outputs(keras_model, feed), session, cases, atol=atol, rtol=rtol)
     report.structure_problems = problems
+    report.layers = [replace(o, name=name) for o, (name, _) in zip(report.outputs[count:], layer_map)]
+    report.outputs = report.outputs[:count]
     return report
+
+
+def _layer_map(proto: onnx.ModelProto, keras_model, meta: dict) -> list[tuple[str, str]]:
+    """(Keras layer, ONNX tensor) pairs recorded at export that both sides still have."""
+    import json
+
+    from edgeattn.onnxfile import LAYER_OUTPUTS_KEY
+
+    recorded = json.loads(meta.get(LAYER_OUTPUTS_KEY, "[]"))
+    produced = {o for node in proto.graph.node for o in node.output}
+    comparable = {name for name, _ in layer_outputs(keras_model)}
+    return [(name, tensor) for name, tensor in recorded if tensor in produced and name in comparable]
+
+
+def _with_outputs(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    copy.graph.output.extend(
+        onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors
+    )
+    return copy
 
 
 def find_source(model: Path) -> tuple[Path, str]:

@@ -9,6 +9,8 @@ import onnx
 from conftest import run_cli
 from onnx import numpy_helper
 
+from edgeattn.export import export
+
 
 def _largest_initializer_moved(src, dst, delta=0.5):
     model = onnx.load(src)
@@ -38,7 +40,8 @@ def test_verify_catches_a_moved_weight(seed_onnx, seed_keras, tmp_path):
     result = run_cli("verify", broken, "--keras", seed_keras)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAIL" in result.stdout
-    assert result.stderr.startswith("error: verify failed: output 'y'")
+    # the largest initializer is the LSTM's recurrent matrix: the layer-by-layer check says where it starts
+    assert result.stderr.startswith("error: verify failed: layer 'lstm' is the first to diverge")
 
 
 def test_verify_catches_swapped_outputs(seed_onnx, seed_keras, tmp_path):
@@ -120,3 +123,38 @@ def test_verify_samples_and_free_lengths_options(seed_onnx, seed_keras):
     result = run_cli("verify", seed_onnx, "--keras", seed_keras, "--samples", "100")
     assert result.returncode == 0, result.stderr
     assert "batch 1, 7, 100" in result.stdout
+
+
+def test_a_moved_lstm_weight_fails_verify_naming_the_lstm_layer(seed_keras, tmp_path):
+    """The review's case: a model trained for one epoch, one weight of the LSTM's recurrent matrix moved by 0.5
+    in the ONNX file. The output barely moves; the layer-by-layer check names the LSTM."""
+    import json
+
+    from onnx import numpy_helper
+
+    out = tmp_path / "m.onnx"
+    export(seed_keras, out)
+    model = onnx.load(out)
+    recorded = json.loads({p.key: p.value for p in model.metadata_props}["edgeattn.layer_outputs"])
+    assert [name for name, _ in recorded] == ["lstm", "attention"]  # the layers before the output layer
+    faithful = run_cli("verify", out, "--keras", seed_keras)
+    assert faithful.returncode == 0, faithful.stderr
+    assert "  lstm " in faithful.stdout and "  attention " in faithful.stdout
+
+    recurrent = next(t for t in model.graph.initializer if t.name.endswith("_R"))
+    array = numpy_helper.to_array(recurrent).copy()
+    array.flat[int(np.argmax(np.abs(array)))] += 0.5
+    recurrent.CopyFrom(numpy_helper.from_array(array, recurrent.name))
+    onnx.save(model, tmp_path / "moved.onnx")
+    report = tmp_path / "report.json"
+    result = run_cli("verify", tmp_path / "moved.onnx", "--keras", seed_keras, "--json", report)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: verify failed: layer 'lstm' is the first to diverge")
+    data = json.loads(report.read_text())
+    layers = {entry["name"]: entry for entry in data["layers"]}
+    assert not layers["lstm"]["passed"] and layers["lstm"]["max_abs"] > 1e-3
+    outputs_only = run_cli(
+        "verify", tmp_path / "moved.onnx", "--keras", seed_keras, "--outputs-only", "--json", report
+    )
+    assert "layers" in json.loads(report.read_text()) and json.loads(report.read_text())["layers"] == []
+    assert outputs_only.returncode in (0, 1)  # the output alone may or may not show it; that is the point
