@@ -23,6 +23,12 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
         raise InputError(f"{path} is a directory; give a file name")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
+    _check_folder(path)
+    return path
+
+
+def _check_folder(path: Path) -> None:
+    """The folder that will hold ``path`` exists and takes a new file."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
@@ -34,7 +40,6 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
         pass  # our own temporary file from a moment ago: the folder is writable
     except OSError as exc:
         raise InputError(f"{folder}: the folder is not writable ({exc.strerror})") from None
-    return path
 
 
 def _clean_stale(path: Path) -> None:
@@ -128,11 +133,7 @@ def check_writable_folder(path: str | os.PathLike, force: bool) -> Path:
         raise InputError(f"{path} exists and is not a folder")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{parent}: no such folder")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{parent}: the folder is not writable")
+    _check_folder(path)
     return path
 
 
