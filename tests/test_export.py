@@ -49,7 +49,7 @@ def test_onnx_matches_keras(seed_keras, seed_onnx_plain, batch):
     ]
     want = np.asarray(model(x))
     assert got.shape == want.shape == (batch, 1)
-    assert np.abs(got - want).max() <= 1e-4
+    assert np.abs(got - want).max() <= 1e-5  # what is reached is ~3e-7
 
 
 def test_metadata_records_provenance(seed_keras, seed_onnx):

@@ -23,7 +23,7 @@ from edgeattn.verify import verify_against_keras
 
 LEGACY = ROOT / "tests" / "fixtures" / "legacy"
 FIXTURES = sorted(p.stem for p in LEGACY.glob("a*.h5"))
-TF215_ATOL = 1e-4
+TF215_ATOL = 2e-6  # what the fixtures reach is 2.4e-07 at most (float32 over a few layers)
 
 
 def test_fixtures_are_there():
@@ -169,7 +169,14 @@ def test_every_recurrent_kind_becomes_one_fused_node(name, tmp_path):
     histogram = result.summary.op_histogram
     assert {op: n for op, n in histogram.items() if op in graph.RECURRENT_OPS} == fused
     assert not set(histogram) & graph.LOOP_OPS
-    assert result.parity.max_abs < 1e-4
+    # Keras against onnxruntime, here (not the export's own figure), on inputs the export did not see
+    import keras
+
+    model = keras.saving.load_model(src)
+    x = np.random.default_rng(42).normal(0, 1, (5, *[d or 9 for d in shape])).astype(np.float32)
+    session = ort.InferenceSession(tmp_path / "out.onnx", providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x})[0]
+    assert np.abs(got - np.asarray(keras.ops.convert_to_numpy(model(x)))).max() <= 1e-5
 
 
 def test_keras3_embedding_bilstm_bahdanau_on_a_free_time_axis(tmp_path):
