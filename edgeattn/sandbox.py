@@ -81,6 +81,11 @@ def parse(kind: str, path: str | os.PathLike) -> dict:
         if "MemoryError" in cause or "bad_alloc" in cause:
             cause = f"it needs more than {memory_mb} MB (EDGEATTN_PARSE_MEMORY_MB)"
         raise errors.InputError(f"{path}: the {READERS[kind]} reader failed: {cause}") from None
+    if reply.get("memory"):
+        raise errors.InputError(
+            f"{path}: reading it needs more than {memory_mb} MB (EDGEATTN_PARSE_MEMORY_MB)",
+            hint="raise EDGEATTN_PARSE_MEMORY_MB for a trusted file; the limit guards against crafted ones",
+        )
     if "error" in reply:
         kind_of = getattr(errors, reply.get("kind", ""), errors.InputError)
         if not (isinstance(kind_of, type) and issubclass(kind_of, errors.EdgeAttnError)):

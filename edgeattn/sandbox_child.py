@@ -3,6 +3,7 @@ parses one untrusted file fully and prints one JSON line. Nothing imports this m
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -58,7 +59,16 @@ def _child(kind: str, path: str) -> None:
     except errors.EdgeAttnError as exc:
         reply = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
     except MemoryError:
-        reply = {"error": f"{path}: reading it needs more memory than the limit (EDGEATTN_PARSE_MEMORY_MB)"}
+        reply = {"error": f"{path}: reading it needs more memory than the limit", "memory": True}
+    except ImportError as exc:  # an installed library that cannot load: the memory limit is too small for it
+        missing = exc.name is not None and importlib.util.find_spec(exc.name.split(".")[0]) is None
+        if missing:
+            reply = {"error": f"{path} could not be read: {exc.name} is not installed"}
+        else:
+            reply = {
+                "error": f"{path}: the reader's libraries could not load within the limit",
+                "memory": True,
+            }
     except Exception as exc:
         reply = {"error": f"{path} could not be read: {type(exc).__name__}: {first_line(exc)}"}
     sys.stdout.write(json.dumps(reply) + "\n")
