@@ -50,7 +50,12 @@ def test_quantize_cli(tmp_path):
     out = tmp_path / "seed.fp16.onnx"
     done = run_cli("quantize", SEED_ONNX, "--mode", "fp16", "-o", out)
     assert done.returncode == 0, done.stderr
-    assert "0.5" in done.stdout and "pass" in done.stdout
+    import re
+
+    written = int(re.search(r"-> ([\d,]+) bytes", done.stdout).group(1).replace(",", ""))
+    assert written == out.stat().st_size < SEED_ONNX.stat().st_size * 0.6  # float16 weights: about half
+    assert "Cast" in {n.op_type for n in onnx.load(out).graph.node}
+    assert done.stdout.rstrip().endswith("pass (max error 1.00% of the scale)")
     again = run_cli("quantize", SEED_ONNX, "--mode", "fp16", "-o", out)
     assert again.returncode == 2 and "exists" in again.stderr
 
@@ -94,9 +99,18 @@ def test_bench_cli_reports_the_floor_and_the_predictor(tmp_path):
     assert "floor (bare recurrent node)" in done.stdout and "edgeattn Predictor" in done.stdout
     report = json.loads(out.read_text())
     rows = {(r["name"], r["batch"]): r for r in report["rows"]}
-    assert rows[("floor (bare recurrent node)", 1)]["x_floor"] == 1.0
-    predictor = rows[("edgeattn Predictor", 8)]
-    assert predictor["p50_us"] > 0 and predictor["samples_per_s"] > 0 and predictor["x_floor"] > 0.5
+    floor, predictor = rows[("floor (bare recurrent node)", 8)], rows[("edgeattn Predictor", 8)]
+    assert (
+        abs(predictor["x_floor"] - predictor["p50_us"] / floor["p50_us"]) < 0.01
+    )  # the ratio is of these rows
+    assert (
+        abs(predictor["samples_per_s"] - 8 / (predictor["p50_us"] * 1e-6)) < 0.01 * predictor["samples_per_s"]
+    )
+    from edgeattn import bench
+    from edgeattn.onnxfile import load_onnx
+
+    floor_model, _ = bench.floor_model(load_onnx(SEED_ONNX), 10)
+    assert [n.op_type for n in floor_model.graph.node] == ["LSTM"]  # the floor is the bare recurrent node
 
 
 def test_bench_needs_keras_for_litert():
@@ -119,4 +133,8 @@ def test_bench_on_a_quantized_file_measures_against_the_float_floor(tmp_path):
     out = tmp_path / "seed.int8.onnx"
     quantize(SEED_ONNX, out, "int8")
     report = bench.run(out, batches=(1,), seconds=0.2)
-    assert report.row(bench.FLOOR, 1).p50_us > 0 and report.row(bench.PREDICTOR, 1).x_floor > 0.5
+    floor_model, _ = bench.floor_model(onnx.load(out), 10)
+    ops = [n.op_type for n in floor_model.graph.node]
+    assert ops == ["LSTM"]  # the floor of an int8 file: its dequantized weights, no DequantizeLinear left
+    floor, predictor = report.row(bench.FLOOR, 1), report.row(bench.PREDICTOR, 1)
+    assert abs(predictor.x_floor - predictor.p50_us / floor.p50_us) < 0.01

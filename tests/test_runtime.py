@@ -119,8 +119,13 @@ def test_missing_attention_output_is_explained(seed_onnx_plain):
 
 
 def test_unavailable_provider_is_skipped(seed_onnx, caplog):
-    p = Predictor(seed_onnx, providers=["tensorrt", "cpu"])
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="edgeattn.runtime"):
+        p = Predictor(seed_onnx, providers=["tensorrt", "cpu"])
     assert p.providers == ("CPUExecutionProvider",)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "'tensorrt' not available" in warning and "CPUExecutionProvider" in warning
 
 
 def test_not_a_model(tmp_path):
