@@ -243,14 +243,13 @@ def _to_arrow(array: np.ndarray):
     """An output array (n, ...) as an arrow column: scalars for (n,) and (n, 1), nested lists otherwise."""
     import pyarrow as pa
 
-    if array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1):
+    if array.ndim == 2 and array.shape[1] == 1:
         return pa.array(array.reshape(-1))
-    inner = _to_arrow_lists(array.reshape(-1, *array.shape[2:]))
-    offsets = np.arange(0, array.shape[0] * array.shape[1] + 1, array.shape[1], dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), inner)
+    return _to_arrow_lists(array)
 
 
 def _to_arrow_lists(array: np.ndarray):
+    """(n, ...) as nested lists, one per row."""
     import pyarrow as pa
 
     if array.ndim == 1:
