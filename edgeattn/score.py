@@ -83,15 +83,17 @@ def expand(patterns) -> list[Path]:
     return found
 
 
-def check_file(path: Path, specs) -> int:
-    """The number of rows of a data file that fits the model's inputs; else InputError naming the file, the
-    column and the first bad row."""
+def check_file(path: Path, specs):
+    """A data file that fits the model's inputs, read once: an arrow table of the input columns (a .npy array
+    as nested lists, like parquet's); else InputError naming the file, the column and the first bad row."""
     if path.suffix.lower() == ".npy":
         return _check_npy(path, specs)
     return _check_parquet(path, specs)
 
 
-def _check_npy(path: Path, specs) -> int:
+def _check_npy(path: Path, specs):
+    import pyarrow as pa
+
     if len(specs) != 1:
         names = ", ".join(s.name for s in specs)
         raise InputError(f"{path}: a .npy file feeds one input; this model has {len(specs)} ({names})",
@@ -115,7 +117,7 @@ def _check_npy(path: Path, specs) -> int:
             bad = np.flatnonzero(~finite.all(axis=1))
             if bad.size:
                 raise InputError(f"{path}: row {start + int(bad[0])} holds NaN or infinite values")
-    return int(array.shape[0])
+    return pa.table({spec.name: _to_arrow_lists(np.asarray(array))})
 
 
 def _check_parquet(path: Path, specs) -> int:
@@ -124,14 +126,16 @@ def _check_parquet(path: Path, specs) -> int:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path, columns=None)
+        columns = pq.read_schema(path).names
+        missing = [s.name for s in specs if s.name not in columns]
+        if missing:
+            raise InputError(
+                f"{path}: no column {missing[0]!r} (the model's input); it has {', '.join(columns)}"
+            )
+        table = pq.read_table(path, columns=[s.name for s in specs])
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path}: not a readable parquet file ({exc})") from None
     for spec in specs:
-        if spec.name not in table.column_names:
-            raise InputError(
-                f"{path}: no column {spec.name!r} (the model's input); it has {', '.join(table.column_names)}"
-            )
         column = table.column(spec.name).combine_chunks()
         where = f"{path}: column {spec.name!r}"
         if column.null_count:
@@ -259,16 +263,6 @@ def _to_arrow_lists(array: np.ndarray):
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
 
 
-def _read(path: Path, names: list[str]):
-    """A data file as an arrow table of the input columns (a .npy array as nested lists, like parquet's)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if path.suffix.lower() == ".npy":
-        return pa.table({names[0]: _to_arrow_lists(np.load(path, allow_pickle=False))})
-    return pq.read_table(path, columns=names)
-
-
 # -- the run ----------------------------------------------------------------------------------------------
 
 
@@ -302,7 +296,8 @@ def score(
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     paths = expand(data)
     say(f"checking {len(paths)} file(s) against the model's inputs")
-    files = _name_outputs(paths, [check_file(p, predictor.inputs) for p in paths])
+    tables = [check_file(p, predictor.inputs) for p in paths]
+    files = _name_outputs(paths, [t.num_rows for t in tables])
     total = sum(f.rows for f in files)
 
     import ray
@@ -316,7 +311,7 @@ def score(
         with staged_folder(out_dir, force) as tmp:
             start = time.perf_counter()
             try:
-                _run(ray, model, files, predictor, attention, batch_size, workers, tmp, say)
+                _run(ray, model, files, tables, attention, batch_size, workers, tmp, say)
             except ray.exceptions.RayError as exc:
                 raise ScoreFailedError(
                     f"scoring failed on Ray: {first_line(exc)}", hint="--debug shows the traceback"
@@ -375,16 +370,14 @@ def _init_ray(ray, address: str | None, workers: int | None) -> None:
         logging.getLogger("ray").setLevel(logging.ERROR)
 
 
-def _run(ray, model: Path, files, predictor, attention, batch_size, workers, tmp: Path, say) -> None:
+def _run(ray, model: Path, files, tables, attention, batch_size, workers, tmp: Path, say) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # The driver has read and checked every file; Ray gets the tables, sliced into blocks that the workers
+    # The driver has read and checked every file; Ray gets those tables, sliced into blocks that the workers
     # share (Ray's own file listing costs seconds per file and reads nothing we have not read already).
-    names = [s.name for s in predictor.inputs]
     blocks = []
-    for index, f in enumerate(files):
-        table = _read(f.path, names)
+    for index, table in enumerate(tables):
         table = table.append_column(FILE_COLUMN, pa.array(np.full(table.num_rows, index, np.int32)))
         step = 4 * batch_size
         blocks += [table.slice(offset, step) for offset in range(0, table.num_rows, step)]
