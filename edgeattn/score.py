@@ -120,7 +120,7 @@ def _check_npy(path: Path, specs):
     return pa.table({spec.name: _to_arrow_lists(np.asarray(array))})
 
 
-def _check_parquet(path: Path, specs) -> int:
+def _check_parquet(path: Path, specs):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -169,7 +169,7 @@ def _check_parquet(path: Path, specs) -> int:
             bad = np.flatnonzero(~np.isfinite(values))
             if bad.size:
                 raise InputError(f"{where}, row {int(parents[bad[0]])}: holds NaN or infinite values")
-    return table.num_rows
+    return table
 
 
 def _shape(shape) -> str:
