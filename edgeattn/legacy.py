@@ -102,33 +102,27 @@ def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
         return {**node, "config": {**config, "reset_after": False}}
     if cls in CUDNN:
         result.cudnn[config.get("name")] = [CUDNN[cls]]
-        return {**node, "class_name": CUDNN[cls], "config": _cudnn_config(cls, config)}
+        return _from_cudnn(node)
     if cls == "Bidirectional":
-        inner = [config.get(k) for k in ("layer", "backward_layer") if isinstance(config.get(k), dict)]
-        kinds = [CUDNN[i["class_name"]] for i in inner if i.get("class_name") in CUDNN]
-        if kinds:
+        inner = {k: config[k] for k in ("layer", "backward_layer") if isinstance(config.get(k), dict)}
+        cudnn = {k: layer for k, layer in inner.items() if layer.get("class_name") in CUDNN}
+        if cudnn:
+            kinds = [CUDNN[layer["class_name"]] for layer in cudnn.values()]
+            # one stored direction when the backward layer mirrors the forward one
             result.cudnn[config.get("name") or node.get("name")] = kinds * (2 if len(inner) == 1 else 1)
-            config = {
-                **config,
-                **{
-                    k: {**config[k], "class_name": CUDNN[config[k]["class_name"]],
-                        "config": _cudnn_config(config[k]["class_name"], config[k]["config"])}
-                    for k in ("layer", "backward_layer")
-                    if isinstance(config.get(k), dict) and config[k].get("class_name") in CUDNN
-                },
-            }  # fmt: skip
-            return {**node, "config": config}
+            return {**node, "config": {**config, **{k: _from_cudnn(layer) for k, layer in cudnn.items()}}}
     if cls in TF_OP_LAYERS and isinstance(node.get("inbound_nodes"), list):
         return _tf_op_layer(node, names)
     return node
 
 
-def _cudnn_config(cls: str, config: dict) -> dict:
-    """A CuDNN layer's config as the Keras layer that computes the same (cuDNN's fixed activations)."""
-    config = {**config, "activation": "tanh", "recurrent_activation": "sigmoid"}
+def _from_cudnn(node: dict) -> dict:
+    """A CuDNN layer as the Keras layer that computes the same (cuDNN's fixed activations)."""
+    cls = node["class_name"]
+    config = {**node["config"], "activation": "tanh", "recurrent_activation": "sigmoid"}
     if cls == "CuDNNGRU":
         config["reset_after"] = True
-    return config
+    return {**node, "class_name": CUDNN[cls], "config": config}
 
 
 # -- nodes ------------------------------------------------------------------------------------------------
