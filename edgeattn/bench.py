@@ -1,35 +1,62 @@
-"""Latency and throughput, measured side by side in one process.
+"""Latency and throughput, measured side by side, the contenders taking turns.
 
-Contenders, each on the same seeded input:
+Contenders, all fed the same seeded inputs:
 
-- ``floor``: a graph holding only the model's fused recurrent node(s), with the same weights, fed time-major
-  directly through onnxruntime's Python API. Any ONNX deployment of the model pays at least this.
+- ``floor`` (models with a fused recurrent node): a graph holding only the model's recurrent node(s), with the
+  same weights, fed through onnxruntime's Python API with the very tensors that reach those nodes when the model
+  runs on the inputs. Any ONNX deployment of the model pays at least this.
 - ``edgeattn Predictor``: ``edgeattn.runtime.Predictor`` on the model, as an application would call it.
 - other ONNX files (e.g. the straight tf2onnx export), run with ``InferenceSession.run``;
-- with a Keras source: the model under ``tf.function`` and (optionally) eagerly;
-- with ``litert``: the model converted to LiteRT (TFLite) and run with XNNPACK.
+- with a Keras source: the model under ``tf.function`` (and eagerly), and with ``litert`` converted to LiteRT
+  and run with XNNPACK. These run in a child process (``edgeattn.bench_child``) whose TensorFlow gets the
+  thread count before it starts; they take their turns like the others.
 
-The contenders take turns in rounds (these machines drift; ratios measured in one process hold better than
-absolute times). Latency is per call (p50, p99); throughput is samples per second at the p50 latency.
+Every row says the thread count in effect, read back from the runtime where it can be (onnxruntime's session
+options, TensorFlow's threading config). The contenders take turns in rounds (these machines drift; ratios
+measured in turns hold better than absolute times). Latency is per call (p50, p99); throughput is samples per
+second at the p50 latency. Ratios (x floor, x tf.function, x LiteRT) are taken round by round, the
+contender's p50 over the reference's p50 in the same round, and given as their median with the lowest and
+highest round.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from edgeattn import graph
-from edgeattn.errors import InputError, UnsupportedModelError, first_line
+from edgeattn import defaults, graph
+from edgeattn.errors import EdgeAttnError, InputError, UnsupportedModelError
 
 FLOOR = "floor (bare recurrent node)"
 PREDICTOR = "edgeattn Predictor"
+TF_FUNCTION = "Keras under tf.function"
+LITERT = "LiteRT (XNNPACK)"
+REFERENCES = {"floor": FLOOR, "tf.function": TF_FUNCTION, "LiteRT": LITERT}
+ROUNDS = 5
+
+
+@dataclass
+class Ratio:
+    """A contender's p50 over a reference's p50, round by round: the median and the range over rounds."""
+
+    median: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f} ({self.low:.2f}-{self.high:.2f})"
 
 
 @dataclass
@@ -39,8 +66,15 @@ class Row:
     p50_us: float
     p99_us: float
     samples_per_s: float
-    x_floor: float | None = None
+    threads: int | None = None  # intra-op threads in effect (None: the runtime's own choice)
     calls: int = 0
+    round_p50_us: list[float] = field(default_factory=list)
+    x: dict[str, Ratio] = field(default_factory=dict)  # by reference: "floor", "tf.function", "LiteRT"
+    max_abs_vs_predictor: float | None = None  # the contender's first output against the Predictor's
+
+    @property
+    def x_floor(self) -> float | None:
+        return self.x["floor"].median if "floor" in self.x else None
 
 
 @dataclass
@@ -48,13 +82,18 @@ class BenchReport:
     model: str
     machine: str
     threads: int
-    time_steps: int
+    time_steps: int | None
     rows: list[Row] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
     def row(self, name: str, batch: int) -> Row | None:
         return next((r for r in self.rows if r.name == name and r.batch == batch), None)
+
+    @property
+    def references(self) -> list[str]:
+        """The ratio columns this report has ("floor", "tf.function", "LiteRT")."""
+        return [key for key, name in REFERENCES.items() if any(r.name == name for r in self.rows)]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,27 +115,26 @@ def machine() -> str:
     )
 
 
-def floor_model(model: onnx.ModelProto, time_steps: int) -> tuple[onnx.ModelProto, dict[str, int]]:
-    """A graph of the model's recurrent nodes alone, each fed from its own time-major input.
+def floor_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """A graph of the model's recurrent nodes alone, with their weights (float, also for a quantized file).
 
-    Returns the model and its inputs' feature counts by name (each input is (time_steps, batch, features)).
+    Returns the graph and, for each of its inputs, the tensor of ``model`` that feeds that node (time-major),
+    so that the floor can be fed what the node gets when the model runs.
     """
     constants = _float_weights(model)
-    nodes, inputs, outputs, used, features_of = [], [], [], [], {}
+    nodes, inputs, outputs, used, sources = [], [], [], [], {}
     for k, node in enumerate(n for n in model.graph.node if n.op_type in graph.RECURRENT_OPS):
         if any(name not in constants for name in node.input[1:4] if name):
             raise UnsupportedModelError(f"the recurrent node {node.name!r} has no constant weights")
         w = constants[node.input[1]]
-        features = int(w.dims[2])
         hidden = next(a.i for a in node.attribute if a.name == "hidden_size")
-        directions = int(w.dims[0])
         x_name, y_name = f"X{k}", f"Y{k}"
-        features_of[x_name] = features
+        sources[x_name] = node.input[0]
         inputs.append(
-            helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, [time_steps, "batch", features])
+            helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, ["time", "batch", int(w.dims[2])])
         )
         outputs.append(
-            helper.make_tensor_value_info(y_name, onnx.TensorProto.FLOAT, [directions, "batch", hidden])
+            helper.make_tensor_value_info(y_name, onnx.TensorProto.FLOAT, [int(w.dims[0]), "batch", hidden])
         )
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
@@ -110,7 +148,28 @@ def floor_model(model: onnx.ModelProto, time_steps: int) -> tuple[onnx.ModelProt
         raise UnsupportedModelError("the model has no fused recurrent node to measure a floor against")
     g = helper.make_graph(nodes, "floor", inputs, outputs, [constants[n] for n in dict.fromkeys(used) if n])
     floor = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset_of(model))])
-    return floor, features_of
+    return floor, sources
+
+
+def floor_feeds(model: onnx.ModelProto, sources: dict[str, str], feeds: list[dict]) -> list[dict]:
+    """For each feed of ``model``, the floor's feed: the tensors that reach the recurrent nodes (the model is
+    run once per feed with those tensors as extra outputs)."""
+    from edgeattn.onnxfile import open_session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    graph_inputs = {i.name for i in probe.graph.input}
+    for name in dict.fromkeys(sources.values()):
+        if name not in graph_inputs:
+            probe.graph.output.add().name = name
+    session = open_session(probe, ["cpu"], threads=1)
+    names = [o.name for o in session.get_outputs()]
+    result = []
+    for feed in feeds:
+        values = dict(zip(names, session.run(None, feed)))
+        values.update(feed)
+        result.append({x: np.ascontiguousarray(values[source]) for x, source in sources.items()})
+    return result
 
 
 def _float_weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -140,173 +199,273 @@ def _float_weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return found
 
 
-def _time_calls(fn: Callable[[], object], seconds: float, max_calls: int = 20000) -> list[int]:
+def _time_calls(fn: Callable[[], object], seconds: float) -> list[int]:
     start = time.perf_counter()
     times = []
-    while len(times) < max_calls and (time.perf_counter() - start < seconds or len(times) < 3):
+    while time.perf_counter() - start < seconds or len(times) < 3:
         t0 = time.perf_counter_ns()
         fn()
         times.append(time.perf_counter_ns() - t0)
     return times
 
 
+class Contender:
+    """A contender timed here: ``time(seconds)`` returns the call times in ns."""
+
+    def __init__(self, fn: Callable[[], object], threads: int | None) -> None:
+        self.fn, self.threads = fn, threads
+
+    def warm(self) -> None:
+        for _ in range(3):  # first calls allocate, trace, compile
+            self.fn()
+
+    def time(self, seconds: float) -> list[int]:
+        return _time_calls(self.fn, seconds)
+
+
 def measure(
-    contenders: dict[str, Callable[[], object]],
+    contenders: dict[str, Contender],
     batch: int,
     seconds: float,
-    rounds: int = 5,
+    rounds: int = ROUNDS,
     progress: Callable[[str], None] | None = None,
 ) -> list[Row]:
-    """Time each contender in turns (``rounds`` rounds, ``seconds`` each in all); p50/p99 per contender."""
-    samples: dict[str, list[int]] = {name: [] for name in contenders}
-    for fn in contenders.values():  # warm-up: first calls allocate, trace, compile
-        for _ in range(3):
-            fn()
+    """Time each contender in turns (``rounds`` rounds, ``seconds`` each in all); p50/p99 per contender and
+    the per-round ratios to the references present (see the module docstring)."""
+    per_round: dict[str, list[list[int]]] = {name: [] for name in contenders}
+    for contender in contenders.values():
+        contender.warm()
     if progress:
         progress(
-            f"timing batch {batch}: {len(contenders)} contenders, {rounds} rounds, about {seconds * len(contenders):.0f} s"
+            f"timing batch {batch}: {len(contenders)} contenders in turns, {rounds} rounds, "
+            f"about {seconds * len(contenders):.0f} s"
         )
     for _ in range(rounds):
-        for name, fn in contenders.items():
-            samples[name] += _time_calls(fn, seconds / rounds)
+        for name, contender in contenders.items():
+            per_round[name].append(contender.time(seconds / rounds))
     rows = []
-    for name, times in samples.items():
+    for name, chunks in per_round.items():
+        times = [t for chunk in chunks for t in chunk]
         p50 = float(np.percentile(times, 50)) / 1000
-        p99 = float(np.percentile(times, 99)) / 1000
-        rows.append(Row(name, batch, p50, p99, batch / (p50 / 1e6), calls=len(times)))
-    floor = next((r for r in rows if r.name == FLOOR), None)
-    for row in rows:
-        row.x_floor = row.p50_us / floor.p50_us if floor else None
+        rows.append(
+            Row(
+                name,
+                batch,
+                p50,
+                float(np.percentile(times, 99)) / 1000,
+                batch / (p50 / 1e6),
+                threads=contenders[name].threads,
+                calls=len(times),
+                round_p50_us=[float(np.percentile(chunk, 50)) / 1000 for chunk in chunks],
+            )
+        )
+    by_name = {r.name: r for r in rows}
+    for key, reference in REFERENCES.items():
+        if reference in by_name:
+            base = by_name[reference].round_p50_us
+            for row in rows:
+                ratios = [mine / theirs for mine, theirs in zip(row.round_p50_us, base)]
+                row.x[key] = Ratio(float(np.median(ratios)), min(ratios), max(ratios))
     return rows
 
 
 def run(
     model_path: str | os.PathLike,
-    batches: tuple[int, ...] = (1, 256),
-    threads: int = 1,
+    batches: tuple[int, ...] = defaults.BENCH_BATCHES,
+    threads: int = defaults.BENCH_THREADS,
     keras_source: str | os.PathLike | None = None,
     litert: bool = False,
     eager: bool = False,
     others: dict[str, str | os.PathLike] | None = None,
-    seconds: float = 2.0,
+    predictors: dict[str, object] | None = None,
+    seconds: float = defaults.BENCH_SECONDS,
     time_steps: int | None = None,
     progress: Callable[[str], None] | None = None,
     custom_layers=(),
+    fold_weights: bool = True,
 ) -> BenchReport:
-    """Benchmark ``model_path`` against the floor and the optional contenders. See the module docstring."""
+    """Benchmark ``model_path`` against the floor and the optional contenders. See the module docstring.
+
+    ``others``: more ONNX files to time with a bare ``InferenceSession.run``, by row name (each with the
+    Predictor's session options). ``predictors``: more ``Predictor`` objects to time, by row name (e.g. on an
+    int8 file, or with ``fold_weights=False``); they take the same inputs.
+    ``time_steps``: the length to time where the time axis is free (default: 10).
+    """
     from edgeattn.onnxfile import load_onnx, open_session
     from edgeattn.runtime import Predictor
     from edgeattn.verify import input_specs, make_cases
 
+    if (eager or litert) and keras_source is None:
+        raise InputError("eager and LiteRT time the Keras source: give it (keras_source / --keras SRC)")
     proto = load_onnx(model_path)
-    predictor = Predictor(model_path, providers=["cpu"], threads=threads)
-    if len(predictor.inputs) != 1:
-        raise InputError("edgeattn bench measures single-input models")
-    spec = predictor.inputs[0]
-    steps = time_steps or (spec.shape[1] if len(spec.shape) > 1 and isinstance(spec.shape[1], int) else 10)
-    report = BenchReport(str(model_path), machine(), threads, steps)
-    floor, floor_inputs = floor_model(proto, steps)
-    floor_session = open_session(floor, ["cpu"], threads)
-    other_sessions = {name: open_session(path, ["cpu"], threads) for name, path in (others or {}).items()}
-    keras_model = _load_keras(keras_source, threads, progress, custom_layers) if keras_source else None
-
-    for batch in batches:
-        (case,) = make_cases(input_specs(proto), batches=(batch,), lengths=[steps])
-        x = case.feed[spec.name]
-        rng = np.random.default_rng(0)
-        floor_feed = {
-            name: rng.uniform(-1, 1, (steps, batch, features)).astype(np.float32)
-            for name, features in floor_inputs.items()
-        }
-        contenders: dict[str, Callable[[], object]] = {
-            FLOOR: lambda f=floor_feed: floor_session.run(None, f),
-            PREDICTOR: lambda x=x: predictor.predict(x),
-        }
-        for name, session in other_sessions.items():
-            feed = {session.get_inputs()[0].name: x}
-            contenders[name] = lambda s=session, f=feed: s.run(None, f)
-        if keras_model is not None:
-            contenders.update(_keras_contenders(keras_model, x, eager, litert, threads, report))
-        report.rows += measure(contenders, batch, seconds, progress=progress)
+    predictor = Predictor(model_path, providers=["cpu"], threads=threads, fold_weights=fold_weights)
+    specs = input_specs(proto)
+    time_free = any(s.time_free for s in specs)
+    fixed = next((s.shape[1] for s in specs if len(s.shape) > 1 and isinstance(s.shape[1], int)), None)
+    steps = (time_steps or 10) if time_free else fixed
+    if time_steps is not None and not time_free:
+        raise InputError(f"--time is for models with a free time axis; this one's is fixed at {fixed}")
+    report = BenchReport(os.fspath(model_path), machine(), threads, steps)
+    vocab = graph.vocab_size(proto)
+    feeds = [
+        make_cases(specs, batches=(b,), lengths=[steps] if time_free else None, vocab=vocab)[0].feed
+        for b in batches
+    ]
+    has_floor = any(n.op_type in graph.RECURRENT_OPS for n in proto.graph.node)
+    if has_floor:
+        floor, sources = floor_model(proto)
+        floor_session = open_session(floor, ["cpu"], threads)
+        floor_in = floor_feeds(proto, sources, feeds)
+    other_sessions = {
+        name: open_session(path, ["cpu"], threads, fold_weights) for name, path in (others or {}).items()
+    }
+    child = (
+        _TensorFlowChild(keras_source, threads, eager, litert, custom_layers, report, progress)
+        if keras_source
+        else None
+    )
+    try:
+        for i, (batch, feed) in enumerate(zip(batches, feeds)):
+            contenders: dict[str, Contender] = {}
+            if has_floor:
+                contenders[FLOOR] = Contender(
+                    lambda f=floor_in[i]: floor_session.run(None, f), _ort_threads(floor_session)
+                )
+            contenders[PREDICTOR] = Contender(
+                lambda f=feed: predictor.predict(f), _ort_threads(predictor._session)
+            )
+            expected = predictor.predict(feed)
+            expected = expected[0] if isinstance(expected, tuple) else expected
+            for name, session in other_sessions.items():
+                contenders[name] = Contender(lambda s=session, f=feed: s.run(None, f), _ort_threads(session))
+            for name, other in (predictors or {}).items():
+                contenders[name] = Contender(
+                    lambda p=other, f=feed: p.predict(f), _ort_threads(other._session)
+                )
+            if child:
+                contenders.update(child.prepare(batch, feed, expected))
+            rows = measure(contenders, batch, seconds, progress=progress)
+            for row in rows:
+                row.max_abs_vs_predictor = _agreement(
+                    row.name, feed, expected, other_sessions, predictors, child
+                )
+            report.rows += rows
+    finally:
+        if child:
+            child.close()
     return report
 
 
-def _load_keras(source, threads: int, progress, custom_layers=()):
-    from edgeattn.loading import load_model
-
-    if progress:
-        progress(f"loading {source} (TensorFlow)")
-    import tensorflow as tf
-
-    try:  # possible only before TensorFlow has started its runtime
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
-    return load_model(source, custom_layers=custom_layers).model
+def _ort_threads(session) -> int | None:
+    """The intra-op thread count an onnxruntime session was given (0 or less: onnxruntime's own choice)."""
+    threads = session.get_session_options().intra_op_num_threads
+    return threads if threads > 0 else None
 
 
-def _keras_contenders(
-    model, x: np.ndarray, eager: bool, litert: bool, threads: int, report: BenchReport
-) -> dict:
-    import tensorflow as tf
+def _agreement(name, feed, expected, other_sessions, predictors, child) -> float | None:
+    """How far a contender's first output is from the Predictor's, on the timed inputs (None: not comparable,
+    as for the floor, which computes only the recurrent part)."""
+    if name == PREDICTOR:
+        return 0.0
+    if name in other_sessions:
+        got = other_sessions[name].run(None, feed)[0]
+    elif name in (predictors or {}):
+        got = predictors[name].predict(feed)
+        got = got[0] if isinstance(got, tuple) else got
+    elif child is not None and name in child.outputs:
+        got = child.outputs[name]
+    else:
+        return None
+    got = np.asarray(got)
+    return float(np.max(np.abs(got.astype(np.float64) - expected))) if got.shape == expected.shape else None
 
-    report.notes["Keras"] = f"TensorFlow {tf.__version__}, Keras {_version('keras')}"
-    spec = tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))
-    function = tf.function(lambda t: model(t, training=False))
-    tensor = tf.constant(x)
-    traced = tf.function(lambda t: model(t, training=False), input_signature=[spec])
-    contenders = {"Keras under tf.function": lambda: np.asarray(traced(tensor))}
-    if eager:
-        contenders["Keras eager"] = lambda: np.asarray(model(tensor, training=False))
-    if litert:
+
+class _Remote(Contender):
+    """A contender that runs in the TensorFlow child; timed there, in its turn."""
+
+    def __init__(self, child: _TensorFlowChild, name: str, threads: int | None) -> None:
+        self.child, self.name, self.threads = child, name, threads
+
+    def warm(self) -> None:
+        pass  # the child warmed it up when it prepared it
+
+    def time(self, seconds: float) -> list[int]:
+        return self.child.ask("time", name=self.name, seconds=seconds)["times"]
+
+
+class _TensorFlowChild:
+    """The child process that runs the TensorFlow contenders (``edgeattn.bench_child``)."""
+
+    def __init__(self, source, threads, eager, litert, custom_layers, report: BenchReport, progress) -> None:
+        if progress:
+            progress(f"loading {source} in a TensorFlow child process ({threads} intra-op thread(s))")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeattn.bench_child", str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.folder = Path(tempfile.mkdtemp(prefix="edgeattn-bench-"))
+        self.report = report
+        self.outputs: dict[str, np.ndarray] = {}
+        self.threads: dict[str, int] = {}
+        layers = [os.fspath(p) for p in custom_layers]
+        loaded = self.ask("load", source=os.fspath(source), custom_layers=layers, eager=eager, litert=litert)
+        self.threads.update(loaded["threads"])
+        report.notes.update(loaded["notes"])
+
+    def ask(self, command: str, **request) -> dict:
         try:
-            contenders["LiteRT (XNNPACK)"], report.notes["LiteRT"] = _litert(function, spec, x, threads)
-        except Exception as exc:  # conversion failures come in many types
-            report.skipped["LiteRT (XNNPACK)"] = first_line(exc)
-    return contenders
+            self.proc.stdin.write(json.dumps({"cmd": command, **request}) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            self.proc.wait()
+            tail = [s for s in self.proc.stderr.read().strip().splitlines() if s.strip()]
+            raise EdgeAttnError(
+                f"the TensorFlow child process of bench ended (exit status {self.proc.returncode}): "
+                + (tail[-1] if tail else "no message")
+            )
+        reply = json.loads(line)
+        if "error" in reply:
+            from edgeattn import errors
+
+            kind = getattr(errors, reply.get("kind", ""), errors.UnsupportedModelError)
+            raise kind(reply["error"], hint=reply.get("hint"))
+        return reply
+
+    def prepare(self, batch: int, feed: dict, expected: np.ndarray) -> dict[str, Contender]:
+        inputs, outputs = self.folder / f"in-{batch}.npz", self.folder / f"out-{batch}.npz"
+        np.savez(inputs, **feed)
+        reply = self.ask("prepare", batch=batch, inputs=os.fspath(inputs), outputs=os.fspath(outputs))
+        self.threads.update(reply["threads"])
+        self.report.notes.update(reply["notes"])
+        self.report.skipped.update(reply["skipped"])
+        with np.load(outputs) as data:
+            self.outputs = {name: data[f"c{i}"] for i, name in enumerate(reply["contenders"])}
+        return {name: _Remote(self, name, self.threads.get(name)) for name in reply["contenders"]}
+
+    def close(self) -> None:
+        import shutil
+
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def litert_bytes(function, spec) -> bytes:
-    """The model as a LiteRT (.tflite) flatbuffer, builtin ops only."""
+def litert_bytes(concrete_function) -> bytes:
+    """A concrete TensorFlow function as a LiteRT (.tflite) flatbuffer, builtin ops only."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(spec)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()
-
-
-def _version(module: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(module)
-    except PackageNotFoundError:
-        return "?"
-
-
-def _litert(function, spec, x: np.ndarray, threads: int) -> tuple[Callable[[], object], str]:
-    """A call of the LiteRT interpreter (ai-edge-litert when installed, else TensorFlow's), and its name."""
-    import tensorflow as tf
-
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        runtime = f"ai-edge-litert {_version('ai-edge-litert')}"
-    except ImportError:
-        Interpreter = tf.lite.Interpreter
-        runtime = f"tf.lite.Interpreter (TensorFlow {tf.__version__})"
-
-    # A fixed batch: LiteRT lowers the LSTM's tensor lists only when every shape is static.
-    static = tf.TensorSpec(x.shape, spec.dtype)
-    interpreter = Interpreter(model_content=litert_bytes(function, static), num_threads=threads)
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.allocate_tensors()
-    out = interpreter.get_output_details()[0]["index"]
-
-    def call():
-        interpreter.set_tensor(index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(out)
-
-    return call, runtime

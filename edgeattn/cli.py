@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from edgeattn import __version__, sandbox
+from edgeattn import __version__, defaults, sandbox
 from edgeattn.errors import CheckFailedError, EdgeAttnError, InputError, first_line, require_file
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -83,16 +83,16 @@ def cli(debug: bool) -> None:
 @click.option(
     "--task",
     type=click.Choice(["find-max", "kernel-regression"]),
-    default="find-max",
+    default=defaults.TASK,
     show_default=True,
     help="Synthetic task to train on.",
 )
-@click.option("--epochs", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for data and weights.")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=defaults.EPOCHS, show_default=True)
+@click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed for data and weights.")
 @click.option(
     "--samples",
     type=click.IntRange(100, 10_000_000),
-    default=20_000,
+    default=defaults.TRAIN_SAMPLES,
     show_default=True,
     help="Training samples (validation: a tenth as many, from another seed).",
 )
@@ -161,7 +161,9 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
     required=True,
     help="The file to write: .onnx, or .ort (onnxruntime's ORT format, plus NAME.required_operators.config).",
 )
-@click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
+@click.option(
+    "--opset", type=click.IntRange(13, 23), default=defaults.OPSET, show_default=True, help="ONNX opset."
+)
 @click.option(
     "--attention-weights",
     "attention_weights",
@@ -173,7 +175,9 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
     "Keras' Attention/AdditiveAttention, (batch, heads, T_q, T_v) for MultiHeadAttention. With several "
     "attention layers, name one (--attention-weights=LAYER).",
 )
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance (max abs error).")
+@click.option(
+    "--atol", type=float, default=defaults.ATOL, show_default=True, help="Parity tolerance (max abs error)."
+)
 @click.option("--no-golden", is_flag=True, help="Do not store the reference inputs/outputs in the model.")
 @force_option
 @custom_layers_option
@@ -271,18 +275,22 @@ def _ints(value: str) -> tuple[int, ...]:
 @click.option(
     "--samples",
     type=click.IntRange(1, 100_000),
-    default=64,
+    default=defaults.VERIFY_SAMPLES,
     show_default=True,
     help="Samples in the largest seeded batch (N).",
 )
 @click.option(
     "--lengths", default=None, help="Time lengths to try where the time axis is free.  [default: 1,5,10,30]"
 )
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Absolute tolerance.")
+@click.option("--atol", type=float, default=defaults.ATOL, show_default=True, help="Absolute tolerance.")
 @click.option(
-    "--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance (added to atol*)."
+    "--rtol",
+    type=float,
+    default=defaults.RTOL,
+    show_default=True,
+    help="Relative tolerance (added to atol*).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed of the random inputs.")
 @click.option(
     "--json",
     "json_file",
@@ -336,7 +344,7 @@ def verify(
     report = verify_lib.verify_against_keras(
         model,
         keras_src,
-        batches=_ints(batches) if batches else (1, 7, samples),
+        batches=_ints(batches) if batches else (*defaults.VERIFY_BATCHES[:-1], samples),
         lengths=_ints(lengths) if lengths else None,
         atol=atol,
         rtol=rtol,
@@ -486,7 +494,7 @@ def predict(
 @click.option(
     "--samples",
     type=click.IntRange(1, 10_000),
-    default=8,
+    default=defaults.EXPLAIN_SAMPLES,
     show_default=True,
     help="How many samples (from the start of INPUT) to explain.",
 )
@@ -574,7 +582,9 @@ def inspect(model: Path, as_json: bool) -> None:
     "--max-error",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Largest output error allowed, as a fraction of the output's scale.  [default: int8 0.02, fp16 0.01]",
+    help="Largest output error allowed, as a fraction of the output's scale.  [default: "
+    + ", ".join(f"{mode} {value:g}" for mode, value in defaults.MAX_ERROR.items())
+    + "]",
 )
 @click.option(
     "--inputs",
@@ -613,7 +623,7 @@ def quantize(
 # -- bench ------------------------------------------------------------------------------------------------
 
 
-@cli.command(context_settings=CONTEXT, short_help="Latency and throughput, side by side with the floor.")
+@cli.command(context_settings=CONTEXT, short_help="Latency and throughput, contenders side by side.")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option(
     "--keras", "keras_src", type=click.Path(path_type=Path), help="Also time this Keras source (tf.function)."
@@ -622,16 +632,40 @@ def quantize(
 @click.option(
     "--litert", is_flag=True, help="With --keras: also time the model converted to LiteRT (XNNPACK)."
 )
-@click.option("--batch", "batches", default="1,256", show_default=True, help="Batch sizes, comma-separated.")
 @click.option(
-    "--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="Threads, every contender."
+    "--batch",
+    "batches",
+    default=",".join(map(str, defaults.BENCH_BATCHES)),
+    show_default=True,
+    help="Batch sizes, comma-separated.",
+)
+@click.option(
+    "--time",
+    "time_steps",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Time steps to time, for models whose time axis is free.  [default: 10]",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=defaults.BENCH_THREADS,
+    show_default=True,
+    help="Intra-op threads, every contender (TensorFlow's set before it starts).",
 )
 @click.option(
     "--seconds",
     type=click.FloatRange(0.1, 600),
-    default=2.0,
+    default=defaults.BENCH_SECONDS,
     show_default=True,
     help="Timing budget per contender and batch size.",
+)
+@click.option(
+    "--no-fold-weights",
+    "keep_quantized",
+    is_flag=True,
+    help="Run an int8/fp16 file's stored graph (DequantizeLinear/Cast on every call) instead of folding its "
+    "weights to float at load.",
 )
 @click.option(
     "--json",
@@ -646,30 +680,34 @@ def bench(
     eager: bool,
     litert: bool,
     batches: str,
+    time_steps: int | None,
     threads: int,
     seconds: float,
+    keep_quantized: bool,
     json_file: Path | None,
     custom_layers: tuple[str, ...],
 ) -> None:
-    """Measure p50/p99 latency and throughput of the edgeattn Predictor on MODEL, in one process, against:
+    """Measure p50/p99 latency and throughput of the edgeattn Predictor on MODEL against:
 
     \b
-      floor          the model's fused recurrent node(s) alone, same weights, through onnxruntime's
-                     Python API: what any ONNX deployment of this model pays at least
+      floor          the model's fused recurrent node(s) alone, same weights, fed the tensors that reach
+                     them, through onnxruntime's Python API: what any ONNX deployment of this model pays
+                     at least (models without a recurrent node have no floor row)
       --keras SRC    the source model under tf.function (and with --eager, eagerly)
       --litert       the source converted to LiteRT and run with XNNPACK (needs --keras)
-    The contenders take turns in 5 rounds; compare ratios (the x floor column), not absolute times,
-    between machines or runs.
+    Every contender gets the same inputs; tokens for integer inputs. TensorFlow and LiteRT run in a child
+    process whose thread count is set before TensorFlow starts; the threads column is the count in effect.
+    The contenders take turns in 5 rounds; the x columns are ratios of p50s taken round by round (median,
+    and the lowest and highest round). Compare ratios, not absolute times, between machines or runs.
     Examples:
       edgeattn bench model.onnx
       edgeattn bench model.onnx --keras model.keras --litert --batch 1,256 --json bench.json
+      edgeattn bench transformer.onnx --keras transformer.keras --litert --time 32
     """
     from edgeattn import bench as bench_lib
 
     if (eager or litert) and keras_src is None:
         raise InputError("--eager and --litert time the Keras source: give it with --keras SRC")
-    if keras_src is not None:
-        _quiet_tensorflow()
     report = bench_lib.run(
         model,
         batches=_ints(batches),
@@ -678,15 +716,23 @@ def bench(
         litert=litert,
         eager=eager,
         seconds=seconds,
+        time_steps=time_steps,
         progress=_progress(),
         custom_layers=custom_layers,
+        fold_weights=not keep_quantized,
     )
-    _emit(f"{model}: time {report.time_steps}, {threads} thread(s); {report.machine}")
-    _emit(f"{'contender':<30} {'batch':>5} {'p50 us':>11} {'p99 us':>11} {'samples/s':>12} {'x floor':>8}")
+    steps = f"time {report.time_steps}" if report.time_steps else "no time axis"
+    _emit(f"{model}: {steps}, {threads} thread(s) asked; {report.machine}")
+    refs = report.references
+    head = f"{'contender':<34} {'threads':>7} {'batch':>5} {'p50 us':>11} {'p99 us':>11} {'samples/s':>12}"
+    _emit(head + "".join(f" {'x ' + ref:>18}" for ref in refs) + f" {'vs Predictor':>12}")
     for r in report.rows:
+        agree = f"{r.max_abs_vs_predictor:.1e}" if r.max_abs_vs_predictor is not None else "-"
         _emit(
-            f"{r.name:<30} {r.batch:>5} {r.p50_us:>11,.1f} {r.p99_us:>11,.1f} {r.samples_per_s:>12,.0f} "
-            f"{r.x_floor:>8.2f}"
+            f"{r.name:<34} {r.threads if r.threads else 'auto':>7} {r.batch:>5} {r.p50_us:>11,.1f} "
+            f"{r.p99_us:>11,.1f} {r.samples_per_s:>12,.0f}"
+            + "".join(f" {r.x[ref]!s:>18}" for ref in refs)
+            + f" {agree:>12}"
         )
     for name, what in report.notes.items():
         _emit(f"{name}: {what}")
@@ -714,7 +760,7 @@ def bench(
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 10_000_000),
-    default=4096,
+    default=defaults.SCORE_BATCH_SIZE,
     show_default=True,
     help="Rows per batch.",
 )
@@ -791,7 +837,11 @@ def score(
 )
 @click.option("--serve", is_flag=True, help="Then serve the folder on 127.0.0.1 (Ctrl-C stops).")
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port for --serve."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=defaults.PORT,
+    show_default=True,
+    help="Port for --serve.",
 )
 @force_option
 def web(model: Path, output: Path, ort_web: Path | None, serve: bool, port: int, force: bool) -> None:

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeattn import __version__, graph, kerasmodel, onnxfile, ortformat, recurrent, verify
+from edgeattn import __version__, defaults, graph, kerasmodel, onnxfile, ortformat, recurrent, verify
 from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError, require
 from edgeattn.files import check_writable, sha256_of, write_atomic
 from edgeattn.runtime import encode_array
 
 PREDICTION_OUTPUT = "y"
 LAYER_OUTPUTS_KEY = onnxfile.LAYER_OUTPUTS_KEY
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = defaults.OPSET
 GOLDEN_SAMPLES = 4
 
 

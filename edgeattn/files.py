@@ -14,6 +14,9 @@ from pathlib import Path
 from edgeattn.errors import InputError, OutputExistsError
 
 TMP_MARK = ".edgeattn-tmp-"
+# Tests only: seconds to pause while a temporary file or folder is half written, so that a test can kill the
+# process at that moment and see what is left.
+PAUSE_ENV = "EDGEATTN_TEST_PAUSE_WRITE"
 
 
 def check_writable(path: str | os.PathLike, force: bool) -> Path:
@@ -42,6 +45,16 @@ def _check_folder(path: Path) -> None:
         raise InputError(f"{folder}: the folder is not writable ({exc.strerror})") from None
 
 
+def _pause(tmp: Path, fh=None) -> None:
+    import sys
+    import time
+
+    if fh is not None:
+        fh.flush()
+    print(f"edgeattn: paused writing {tmp}", file=sys.stderr, flush=True)
+    time.sleep(float(os.environ[PAUSE_ENV]))
+
+
 def _clean_stale(path: Path) -> None:
     for tmp in path.parent.glob(f".{path.name}{TMP_MARK}*"):
         pid = tmp.name.rsplit("-", 1)[-1]
@@ -67,7 +80,10 @@ def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> P
     tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            if os.environ.get(PAUSE_ENV):
+                fh.write(data[: len(data) // 2])
+                _pause(tmp, fh)
+            fh.write(data[len(data) // 2 :] if os.environ.get(PAUSE_ENV) else data)
             fh.flush()
             os.fsync(fh.fileno())
         if force:
@@ -114,6 +130,8 @@ def staged_folder(path: str | os.PathLike, force: bool = False):
     try:
         tmp.mkdir()
         yield tmp
+        if os.environ.get(PAUSE_ENV):
+            _pause(tmp)
         if path.exists():
             if not force:
                 raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
@@ -158,3 +176,22 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def private_copy(path: str | os.PathLike):
+    """Copy ``path`` into a fresh folder that only this user can read (removed afterwards); yields the copy,
+    which keeps the file's name."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="edgeattn-"))
+    try:
+        copy = folder / Path(path).name
+        try:
+            shutil.copyfile(path, copy)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+        yield copy
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -66,6 +66,23 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
     )
 
 
+def vocab_size(model: onnx.ModelProto) -> int | None:
+    """The fewest rows of the embedding tables that the model's integer inputs index (``Gather`` on a
+    constant 2-D table with indices computed from an integer graph input): token ids below it are valid for
+    every table."""
+    integer = {onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
+               onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}  # fmt: skip
+    reached = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in integer}
+    tables = {t.name: int(t.dims[0]) for t in model.graph.initializer if len(t.dims) == 2}
+    rows = []
+    for node in model.graph.node:  # in topological order
+        if any(name in reached for name in node.input):
+            reached.update(node.output)
+            if node.op_type == "Gather" and node.input[0] in tables and node.input[1] in reached:
+                rows.append(tables[node.input[0]])
+    return min(rows) if rows else None
+
+
 def _initializer_names(graph) -> set[str]:
     return {t.name for t in graph.initializer}
 

@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeattn import legacy, sandbox, tfops
+from edgeattn import files, legacy, sandbox, tfops
 from edgeattn.errors import (
     EdgeAttnError,
     InputError,
@@ -78,40 +78,48 @@ LAYER_KEYS = ("layers", "layer", "forward_layer", "backward_layer", "cell", "cel
 class ModelConfig:
     """A model file's config, read as data, not yet deserialized."""
 
-    path: Path
+    path: Path  # the user's file, as named in messages and metadata
     format: str  # "keras" or "h5"
     config: dict
     keras_version: str | None
     layer_classes: list[str] = field(default_factory=list)
+    data: Path | None = None  # the bytes that were checked: the private copy that Keras then builds from
 
     @property
     def legacy(self) -> bool:
         return bool(self.keras_version) and self.keras_version.split(".")[0] in {"1", "2"}
 
 
-def read_config(path: str | os.PathLike, contain: bool = True) -> ModelConfig:
+def read_config(path: str | os.PathLike, contain: bool = True, *, shown: Path | None = None) -> ModelConfig:
     """Read the model config of a ``.keras`` or ``.h5`` file as JSON, running nothing.
 
     With ``contain`` (and unless ``EDGEATTN_CONTAIN=0``), the file is parsed in a child process first, with
-    a time and memory limit (see ``edgeattn.sandbox``).
+    a time and memory limit (see ``edgeattn.sandbox``). ``shown``: the name to use in messages and in
+    ``ModelConfig.path`` when ``path`` is a private copy of the user's file.
     """
     path = require_file(path, "a model file", hint="give a .keras or .h5 file")
+    shown = shown or path
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head.startswith(b"PK") or head == b"\x89HDF\r\n\x1a\n":
         if contain and sandbox.enabled():
-            reply = sandbox.parse("model", path)
-            return ModelConfig(path, reply["format"], reply["config"], reply["keras_version"])
-        return _read_keras_zip(path) if head.startswith(b"PK") else _read_h5(path)
+            reply = sandbox.parse("model", path, shown=shown)
+            config = ModelConfig(shown, reply["format"], reply["config"], reply["keras_version"])
+        elif head.startswith(b"PK"):
+            config = _read_keras_zip(path, shown)
+        else:
+            config = _read_h5(path, shown)
+        config.data = path
+        return config
     raise InputError(
-        f"{path} is neither a .keras (zip) nor an .h5 (HDF5) model file",
+        f"{shown} is neither a .keras (zip) nor an .h5 (HDF5) model file",
         hint="edgeattn reads Keras models saved with model.save('model.keras') or model.save('model.h5')",
     )
 
 
-def _read_keras_zip(path: Path) -> ModelConfig:
+def _read_keras_zip(data: Path, path: Path) -> ModelConfig:
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(data) as zf:
             names = set(zf.namelist())
             if "config.json" not in names:
                 raise InputError(f"{path} is a zip file without config.json: not a .keras model")
@@ -124,10 +132,10 @@ def _read_keras_zip(path: Path) -> ModelConfig:
     return ModelConfig(path, "keras", _as_dict(path, config), meta.get("keras_version"))
 
 
-def _read_h5(path: Path) -> ModelConfig:
+def _read_h5(data: Path, path: Path) -> ModelConfig:
     h5py = require("h5py", "export")
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(data, "r") as f:
             raw = f.attrs.get("model_config")
             version = f.attrs.get("keras_version")
     except (OSError, ValueError, KeyError) as exc:
@@ -303,8 +311,16 @@ def load_model(path: str | os.PathLike, unsafe: bool = False, custom_layers=()) 
 
     ``custom_layers``: ``.py`` files or module names holding the user's own layer classes (imported: the
     user names them, so the user trusts them).
+
+    The file is copied once into a private folder: the copy is what is checked and what Keras builds from,
+    so a file changed on disk between the check and the build cannot slip anything past the check.
     """
-    source = read_config(path)
+    path = require_file(path, "a model file", hint="give a .keras or .h5 file")
+    with files.private_copy(path) as copy:
+        return _load_checked(read_config(copy, shown=path), unsafe, custom_layers)
+
+
+def _load_checked(source: ModelConfig, unsafe: bool, custom_layers) -> LoadedModel:
     user: dict[str, object] = {}
     if custom_layers:
         require("tensorflow", "export")
@@ -326,7 +342,7 @@ def load_model(path: str | os.PathLike, unsafe: bool = False, custom_layers=()) 
     try:
         if source.format == "keras":
             model = keras.saving.load_model(
-                source.path, compile=False, safe_mode=not unsafe, custom_objects=custom
+                source.data, compile=False, safe_mode=not unsafe, custom_objects=custom
             )
         else:
             model = _load_h5(source, custom, unsafe)
@@ -361,7 +377,7 @@ def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
         rewritten = legacy.rewrite(source.config, user_classes=frozenset(custom))
     except ValueError as exc:
         raise UnsupportedModelError(f"{source.path}: {exc}") from None
-    with h5py.File(source.path, "r") as f:
+    with h5py.File(source.data, "r") as f:
         legacy_scope = saving_options.keras_option_scope(use_legacy_config=True)
         with legacy_scope, serialization_lib.SafeModeScope(not unsafe):
             model = saving_utils.model_from_config(rewritten.config, custom_objects=custom)

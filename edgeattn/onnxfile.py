@@ -48,20 +48,19 @@ def load_onnx(path: str | os.PathLike, contain: bool = True) -> onnx.ModelProto:
 
 
 def open_session(
-    model: onnx.ModelProto | bytes | str | os.PathLike, providers=None, threads: int | None = None
+    model: onnx.ModelProto | bytes | str | os.PathLike,
+    providers=None,
+    threads: int | None = None,
+    fold_weights: bool = True,
 ):
-    """An onnxruntime session on the model (a proto, bytes, or a file); ``threads``: intra-op threads, run
-    sequentially (as the benchmarks and the sandbox want it)."""
+    """An onnxruntime session on the model (a proto, bytes, or a file), with the Predictor's session options
+    (``edgeattn.runtime.session_options``: sequential, ``threads`` intra-op threads, quantized weights folded
+    in memory unless ``fold_weights`` is False)."""
     import onnxruntime as ort
 
-    from edgeattn.runtime import resolve_providers
+    from edgeattn.runtime import resolve_providers, session_options
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options = session_options(threads, fold_weights)
     if isinstance(model, onnx.ModelProto):
         source = model.SerializeToString()
     else:

@@ -24,13 +24,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeattn import graph, onnxfile, verify
+from edgeattn import defaults, graph, onnxfile, verify
 from edgeattn.errors import CheckFailedError, InputError
 from edgeattn.files import check_writable, write_atomic
 from edgeattn.runtime import decode_array, external_locations
 
 MODES = ("int8", "fp16")
-DEFAULT_MAX_ERROR = {"int8": 0.02, "fp16": 0.01}
+DEFAULT_MAX_ERROR = defaults.MAX_ERROR
 MIN_PER_CHANNEL = 8  # values per scale below which one scale serves the whole tensor
 
 

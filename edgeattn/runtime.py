@@ -34,6 +34,9 @@ log = logging.getLogger("edgeattn.runtime")
 ATTENTION_OUTPUT = "attention_weights"
 METADATA_PREFIX = "edgeattn."
 GOLDEN_KEY = "edgeattn.golden"
+GOLDEN_ATOL = (
+    1e-4  # when a golden set records none; equals edgeattn.defaults.ATOL (this file imports nothing)
+)
 
 # Short names accepted in ``providers``, mapped to onnxruntime's names.
 PROVIDER_NAMES = {
@@ -249,6 +252,32 @@ def _binds_buffers(session) -> bool:
     )
 
 
+# onnxruntime's session config key that lets its constant folding fold DequantizeLinear on constant weights.
+FOLD_QDQ_WEIGHTS = "session.disable_quant_qdq"
+
+
+def session_options(threads: int | None = None, fold_weights: bool = True) -> ort.SessionOptions:
+    """Session options as edgeattn runs models: quiet, sequential, one inter-op thread, ``threads`` intra-op
+    threads (default: onnxruntime's choice).
+
+    ``fold_weights``: onnxruntime folds constant weight paths (``Cast`` of fp16 weights, ``DequantizeLinear``
+    of int8 weights) into float initializers in memory when it builds the session, so a small int8 or fp16
+    file runs as fast as the float model while the file stays small. False keeps the stored graph, for
+    execution providers with real int8 kernels.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = int(threads)
+    if fold_weights:
+        options.add_session_config_entry(FOLD_QDQ_WEIGHTS, "1")
+    return options
+
+
 class Predictor:
     """Runs an edgeattn ONNX model with onnxruntime.
 
@@ -262,6 +291,9 @@ class Predictor:
         allow_nonfinite: let NaN and infinite inputs through instead of raising ``ValueError``.
         io_binding: run through IOBindings bound once to numpy buffers (faster per call on CPU). Default: where
             this onnxruntime supports it, which is detected once at load; False takes plain ``session.run``.
+        fold_weights: fold the int8/fp16 weights of a quantized file into float weights in memory at load
+            (as fast as the float model; the memory of the float model). False keeps the stored graph, for
+            runtimes with real int8 kernels. No effect on float files.
     """
 
     def __init__(
@@ -272,6 +304,7 @@ class Predictor:
         batch_size: int | None = None,
         allow_nonfinite: bool = False,
         io_binding: bool | None = None,
+        fold_weights: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
@@ -279,14 +312,8 @@ class Predictor:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_external_data(self.path)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            options.intra_op_num_threads = int(threads)
+        options = session_options(threads, fold_weights)
+        self.fold_weights = fold_weights
         try:
             self._session = ort.InferenceSession(self.path, options, providers=resolve_providers(providers))
         except Exception as exc:  # onnxruntime raises its own, unrelated exception types
@@ -511,7 +538,7 @@ class Predictor:
 def check_golden(predictor: Predictor, golden: dict) -> dict:
     """Compare ``predictor``'s outputs on a reference set (as stored by ``edgeattn export``)."""
     inputs = {name: decode_array(blob) for name, blob in golden["inputs"].items()}
-    atol, rtol = float(golden.get("atol", 1e-4)), float(golden.get("rtol", 0.0))
+    atol, rtol = float(golden.get("atol", GOLDEN_ATOL)), float(golden.get("rtol", 0.0))
     feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
     got = dict(zip(predictor._output_names, predictor.run(feed)))
     result = {"passed": True, "outputs": {}}

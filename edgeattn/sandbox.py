@@ -39,13 +39,14 @@ def _limits() -> tuple[float, int]:
     return timeout, memory_mb
 
 
-def parse(kind: str, path: str | os.PathLike) -> dict:
+def parse(kind: str, path: str | os.PathLike, shown: str | os.PathLike | None = None) -> dict:
     """Parse ``path`` as ``kind`` ("model" or "onnx") in a contained child process; returns its reply.
 
     Raises the ``EdgeAttnError`` kind the child raised, or ``InputError`` when it crashed, hung or ran out of
-    memory.
+    memory. Messages name ``shown`` (the user's file, when ``path`` is a private copy of it).
     """
-    path = os.fspath(path)
+    read = os.fspath(path)
+    path = os.fspath(shown or path)
     timeout, memory_mb = _limits()
 
     def limit() -> None:  # runs in the child, before it starts Python
@@ -56,7 +57,7 @@ def parse(kind: str, path: str | os.PathLike) -> dict:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "edgeattn.sandbox_child", kind, path]
+    cmd = [sys.executable, "-m", "edgeattn.sandbox_child", kind, read]
     try:
         # The memory limit needs POSIX rlimits; elsewhere the child runs with the time limit only.
         preexec = limit if os.name == "posix" else None
@@ -90,5 +91,5 @@ def parse(kind: str, path: str | os.PathLike) -> dict:
         kind_of = getattr(errors, reply.get("kind", ""), errors.InputError)
         if not (isinstance(kind_of, type) and issubclass(kind_of, errors.EdgeAttnError)):
             kind_of = errors.InputError
-        raise kind_of(reply["error"], hint=reply.get("hint"))
+        raise kind_of(reply["error"].replace(read, path), hint=reply.get("hint"))
     return reply

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeattn import __version__
+from edgeattn import __version__, defaults
 from edgeattn.errors import CheckFailedError, InputError, first_line, require
 from edgeattn.files import check_writable_folder, staged_folder
 from edgeattn.runtime import ATTENTION_OUTPUT, Predictor
@@ -271,7 +271,7 @@ def score(
     data,
     out_dir: str | os.PathLike,
     attention: bool = False,
-    batch_size: int = 4096,
+    batch_size: int = defaults.SCORE_BATCH_SIZE,
     workers: int | None = None,
     address: str | None = None,
     force: bool = False,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeattn import defaults
+
 TIME_STEPS = 10
 FEATURES = 1
 
@@ -131,10 +133,10 @@ class _EpochReport:
 
 
 def train(
-    task: str = "find-max",
-    epochs: int = 20,
-    seed: int = 0,
-    n_train: int = 20_000,
+    task: str = defaults.TASK,
+    epochs: int = defaults.EPOCHS,
+    seed: int = defaults.SEED,
+    n_train: int = defaults.TRAIN_SAMPLES,
     batch_size: int = 128,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeattn import graph
+from edgeattn import defaults, graph
 from edgeattn.errors import InputError, first_line
 from edgeattn.kerasmodel import keras_outputs, layer_outputs, vocab_size, with_layer_outputs
 from edgeattn.onnxfile import load_onnx, open_session
 
-DEFAULT_BATCHES = (1, 7, 64)
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 0.0
+DEFAULT_BATCHES = defaults.VERIFY_BATCHES
+DEFAULT_ATOL = defaults.ATOL
+DEFAULT_RTOL = defaults.RTOL
 
 
 @dataclass

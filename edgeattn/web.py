@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from edgeattn import defaults
 from edgeattn.errors import InputError
 from edgeattn.files import write_folder_atomic
 from edgeattn.runtime import ATTENTION_OUTPUT, GOLDEN_KEY, decode_array
@@ -89,7 +90,7 @@ def build(
         "golden": {
             "inputs": {k: _plain(v) for k, v in inputs.items()},
             "outputs": {k: _plain(v) for k, v in outputs.items()},
-            "atol": float(golden.get("atol", 1e-4)),
+            "atol": float(golden.get("atol", defaults.ATOL)),
             "atols": {
                 k: float(v) for k, v in golden.get("atols", {}).items()
             },  # a quantized file's, per output
@@ -139,7 +140,7 @@ def _plain(array: np.ndarray) -> dict:
     return {"dims": list(array.shape), "data": array.ravel().tolist(), "dtype": str(array.dtype)}
 
 
-def server(folder: str | os.PathLike, port: int = 8000):
+def server(folder: str | os.PathLike, port: int = defaults.PORT):
     """An HTTP server for ``folder`` on 127.0.0.1 (WebAssembly does not load from file://). The caller runs
     ``serve_forever()`` and ``shutdown()``; ``server.server_address[1]`` is the port (0 picks a free one)."""
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer

@@ -1,18 +1,28 @@
-"""Benchmark the shipped model every way it can run, in one process, and write the table the README shows.
+"""Benchmark the shipped model and the transformer fixtures every way they run; write the tables the README shows.
 
-    .venv/bin/python scripts/benchmark.py [--seconds 2] [--threads 1]
+    .venv/bin/pip install '.[litert]'     # ai-edge-litert, for the LiteRT rows (else TensorFlow's interpreter)
+    .venv/bin/python scripts/benchmark.py [--seconds 2] [--threads 1] [--output docs/benchmark.md] [--no-readme]
 
-Contenders (batch 1 and 256, one thread each unless --threads): the floor (the bare fused LSTM node), the
-edgeattn Predictor on models/seed.onnx, the same file through a bare InferenceSession.run, the straight
-tf2onnx export (no edgeattn clean-up), the int8 and fp16
-files from `edgeattn quantize`, LiteRT with XNNPACK, the Keras model under tf.function, and Keras eager.
-Writes docs/benchmark.md and replaces the table between the benchmark markers in README.md.
+Seed model (models/seed.onnx), batch 1 and 256: the floor (the bare fused LSTM node, fed what reaches it), the
+edgeattn Predictor, the same file through a bare InferenceSession.run, the straight tf2onnx export (no edgeattn
+clean-up), the Predictor on the int8 and fp16 files of `edgeattn quantize` (weights folded at load, and the
+int8 file's stored graph with fold_weights=False), LiteRT with XNNPACK, the Keras model under tf.function and
+Keras eager. Then the memory of a process after loading each file, and the files' bytes.
+
+Transformer fixtures (tests/fixtures/keras2/k2-transformer.h5, k2-user-transformer.h5; MultiHeadAttention, no
+recurrent node, so no floor): the Predictor on the edgeattn export, the straight tf2onnx export, LiteRT and
+tf.function, batch 1 and 256.
+
+Every contender runs with the same thread count (TensorFlow and LiteRT in a child process that sets it before
+TensorFlow starts); each table says the count in effect per contender. Writes --output (default
+docs/benchmark.md) and, unless --no-readme, replaces the text between the benchmark markers in README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +30,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
+FIXTURES = ROOT / "tests" / "fixtures" / "keras2"
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+TRANSFORMERS = {
+    "k2-transformer": ("k2-transformer.h5", (), None),
+    "k2-user-transformer": ("k2-user-transformer.h5", (FIXTURES / "user_layers.py",), 12),
+}
 
 
 def main() -> None:
@@ -29,101 +44,200 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=2.0, help="timing budget per contender and batch")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-readme", action="store_true", help="write docs/benchmark.md only")
+    parser.add_argument("--batches", default="1,256", help="batch sizes, comma-separated")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmark.md")
+    parser.add_argument("--no-readme", action="store_true", help="write --output only")
+    parser.add_argument("--only", choices=["seed", "transformers"], help="one part only")
     args = parser.parse_args()
+    batches = tuple(int(b) for b in args.batches.split(","))
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
-    import onnx
-    import tensorflow as tf
-
-    from edgeattn import bench, export, ortformat, quantize
-    from edgeattn.loading import load_model
-
-    keras_file, onnx_file = MODELS / "seed.keras", MODELS / "seed.onnx"
     with tempfile.TemporaryDirectory(prefix="edgeattn-bench-") as tmp:
-        tmp = Path(tmp)
-        print("preparing: straight tf2onnx export, int8, fp16, .ort, .tflite", flush=True)
-        keras_model = load_model(keras_file).model
-        straight = tmp / "straight.onnx"
-        onnx.save(export.convert(keras_model), straight)
-        int8, fp16 = tmp / "seed.int8.onnx", tmp / "seed.fp16.onnx"
-        quantize.quantize(onnx_file, int8, "int8")
-        quantize.quantize(onnx_file, fp16, "fp16")
-        ort_bytes, _ = ortformat.to_ort(onnx.load(onnx_file), "seed")
-        spec = tf.TensorSpec((1, *keras_model.inputs[0].shape[1:]), tf.float32)
-        tflite = bench.litert_bytes(tf.function(lambda t: keras_model(t, training=False)), spec)
-        sizes = {
-            "Keras (.keras)": keras_file.stat().st_size,
-            "ONNX, edgeattn export": onnx_file.stat().st_size,
-            "ONNX, straight tf2onnx export": straight.stat().st_size,
-            "ONNX, int8 weights": int8.stat().st_size,
-            "ONNX, fp16 weights": fp16.stat().st_size,
-            "ORT format (.ort)": len(ort_bytes),
-            "LiteRT (.tflite)": len(tflite),
-        }
-        nodes = {
-            "straight": len(onnx.load(straight).graph.node),
-            "edgeattn": len(onnx.load(onnx_file).graph.node),
-        }
-        report = bench.run(
-            onnx_file,
-            batches=(1, 256),
-            threads=args.threads,
-            keras_source=keras_file,
-            litert=True,
-            eager=True,
-            others={
-                "edgeattn export, bare InferenceSession.run": onnx_file,
-                f"straight tf2onnx export ({nodes['straight']} nodes)": straight,
-                "int8 weights (DequantizeLinear)": int8,
-                "fp16 weights (Cast)": fp16,
-            },
-            seconds=args.seconds,
-            progress=lambda text: print(text, flush=True),
-        )
-    table = render(report, sizes, nodes)
-    (ROOT / "docs").mkdir(exist_ok=True)
-    (ROOT / "docs" / "benchmark.md").write_text(table)
-    print(table)
+        parts = []
+        if args.only in (None, "seed"):
+            parts.append(seed_section(Path(tmp), args, batches, say))
+        if args.only in (None, "transformers"):
+            parts.append(transformer_section(Path(tmp), args, batches, say))
+    text = "\n".join(parts)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(text)
     if not args.no_readme:
         readme = (ROOT / "README.md").read_text()
         if START in readme and END in readme:
             head, rest = readme.split(START, 1)
             _, tail = rest.split(END, 1)
-            (ROOT / "README.md").write_text(f"{head}{START}\n{table}{END}{tail}")
-            print("README.md: benchmark table replaced", file=sys.stderr)
+            (ROOT / "README.md").write_text(f"{head}{START}\n{text}{END}{tail}")
+            say("README.md: benchmark tables replaced")
 
 
-def render(report, sizes: dict[str, int], nodes: dict[str, int]) -> str:
-    from edgeattn.bench import FLOOR, PREDICTOR
+def _straight(keras_model, path: Path) -> int:
+    """The straight tf2onnx export (no edgeattn clean-up); returns its node count."""
+    import onnx
 
-    order = [
-        FLOOR,
-        PREDICTOR,
-        *[r.name for r in report.rows if r.name.startswith(("edgeattn export", "straight", "int8", "fp16"))],
-        "LiteRT (XNNPACK)",
-        "Keras under tf.function",
-        "Keras eager",
-    ]
-    names = list(dict.fromkeys(n for n in order if any(r.name == n for r in report.rows)))
+    from edgeattn import export
+
+    proto = export.convert(keras_model)
+    onnx.save(proto, path)
+    return len(proto.graph.node)
+
+
+def seed_section(tmp: Path, args, batches, say) -> str:
+    import onnx
+
+    from edgeattn import bench, quantize
+    from edgeattn.loading import load_model
+    from edgeattn.runtime import Predictor
+
+    keras_file, onnx_file = MODELS / "seed.keras", MODELS / "seed.onnx"
+    say("seed model: straight tf2onnx export, int8, fp16, .tflite")
+    straight = tmp / "seed.straight.onnx"
+    straight_nodes = _straight(load_model(keras_file).model, straight)
+    int8, fp16 = tmp / "seed.int8.onnx", tmp / "seed.fp16.onnx"
+    quantize.quantize(onnx_file, int8, "int8")
+    quantize.quantize(onnx_file, fp16, "fp16")
+    threads = args.threads
+    report = bench.run(
+        onnx_file,
+        batches=batches,
+        threads=threads,
+        keras_source=keras_file,
+        litert=True,
+        eager=True,
+        others={
+            "edgeattn export, bare InferenceSession.run": onnx_file,
+            f"straight tf2onnx export ({straight_nodes} nodes), bare run": straight,
+        },
+        predictors={
+            "Predictor, int8 file (folded at load)": Predictor(int8, providers=["cpu"], threads=threads),
+            "Predictor, fp16 file (folded at load)": Predictor(fp16, providers=["cpu"], threads=threads),
+            "Predictor, int8 file, fold_weights=False": Predictor(
+                int8, providers=["cpu"], threads=threads, fold_weights=False
+            ),
+        },
+        seconds=args.seconds,
+        progress=say,
+    )
+    nodes = len(onnx.load(onnx_file).graph.node)
     lines = [
-        f"Shipped model (`models/seed.onnx`, {nodes['edgeattn']} nodes; time {report.time_steps}, features 1, "
-        f"LSTM 64, attention 32, Dense 1), {report.threads} thread(s), all in one process, contenders taking "
-        f"turns. Machine: {report.machine}.",
+        "### The shipped model",
         "",
-        "| contender | batch 1 p50 (us) | batch 1 p99 (us) | x floor | batch 256 p50 (us) | samples/s at 256 | x floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"`models/seed.onnx` ({nodes} nodes; time {report.time_steps}, features 1, LSTM 64, attention 32, "
+        f"Dense 1). {args.threads} intra-op thread(s) asked of every contender; the threads column is the "
+        "count in effect (onnxruntime: read back from the session; TensorFlow: from tf.config in the child "
+        "process that set it before TensorFlow started; LiteRT: given to the interpreter). Contenders take "
+        f"turns in {bench.ROUNDS} rounds; x columns are per-round ratios of p50, median (lowest-highest). "
+        f"Machine: {report.machine}.",
+        "",
+        *table(report),
+        "",
+        *memory_table({"float (edgeattn export)": onnx_file, "int8": int8, "fp16": fp16}, say),
+        "",
+        *notes(report),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def table(report) -> list[str]:
+    refs = report.references
+    batches = sorted({r.batch for r in report.rows})
+    names = list(dict.fromkeys(r.name for r in report.rows))
+    head = ["contender", "threads"]
+    for b in batches:
+        head += [f"b{b} p50 (us)"] + [f"b{b} x {ref}" for ref in refs]
+    head.append(f"samples/s at {batches[-1]}")
+    head.append("max abs vs Predictor")
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" + " ---: |" * (len(head) - 1)]
     for name in names:
-        one, many = report.row(name, 1), report.row(name, 256)
-        lines.append(
-            f"| {name} | {one.p50_us:,.1f} | {one.p99_us:,.1f} | {one.x_floor:.2f} | {many.p50_us:,.0f} | "
-            f"{many.samples_per_s:,.0f} | {many.x_floor:.2f} |"
+        rows = [report.row(name, b) for b in batches]
+        threads = rows[0].threads if rows[0].threads else "auto"
+        cells = [name, str(threads)]
+        for row in rows:
+            cells.append(f"{row.p50_us:,.1f}")
+            cells += [str(row.x[ref]) for ref in refs]
+        cells.append(f"{rows[-1].samples_per_s:,.0f}")
+        agree = [r.max_abs_vs_predictor for r in rows if r.max_abs_vs_predictor is not None]
+        cells.append(f"{max(agree):.1e}" if agree else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def notes(report) -> list[str]:
+    lines = [f"{name}: {what}." for name, what in report.notes.items()]
+    lines += [f"{name} was skipped: {why}." for name, why in report.skipped.items()]
+    return lines
+
+
+def memory_table(files: dict[str, Path], say) -> list[str]:
+    """Resident memory of a fresh process after importing onnxruntime, and after loading each file."""
+    say("memory after load: one fresh process per file")
+    probe = (
+        "import sys\n"
+        "def rss():\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS'))\n"
+        "import numpy, onnxruntime\n"
+        "from edgeattn.runtime import Predictor\n"
+        "before = rss()\n"
+        "p = Predictor(sys.argv[1], providers=['cpu'], threads=1, fold_weights=sys.argv[2] == '1')\n"
+        "print(before, rss())\n"
+    )
+    lines = [
+        "| file | bytes | RSS after import (KiB) | RSS after load (KiB) | load adds (KiB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    runs = [(name, path, "1") for name, path in files.items()]
+    runs += [(f"{name}, fold_weights=False", path, "0") for name, path in files.items() if name == "int8"]
+    for name, path, fold in runs:
+        done = subprocess.run([sys.executable, "-c", probe, str(path), fold], capture_output=True, text=True)
+        before, after = (int(v) for v in done.stdout.split())
+        size = path.stat().st_size
+        lines.append(f"| {name} | {size:,} | {before:,} | {after:,} | {after - before:,} |")
+    return lines
+
+
+def transformer_section(tmp: Path, args, batches, say) -> str:
+    from edgeattn import bench
+    from edgeattn.export import ExportOptions, export
+    from edgeattn.loading import load_model
+
+    lines = [
+        "### Transformer models (MultiHeadAttention, no recurrent node)",
+        "",
+        "The Keras 2 fixtures of the test suite, exported with edgeattn. No recurrent node, so no floor: the x "
+        "columns are ratios to the Keras model under tf.function and to LiteRT with XNNPACK, same inputs "
+        f"(token ids), {args.threads} intra-op thread(s) asked of every contender.",
+        "",
+    ]
+    for name, (file, layers, steps) in TRANSFORMERS.items():
+        source = FIXTURES / file
+        say(f"{name}: export, straight tf2onnx export")
+        exported = tmp / f"{name}.onnx"
+        export(source, exported, ExportOptions(custom_layers=tuple(map(str, layers)), golden=False))
+        straight = tmp / f"{name}.straight.onnx"
+        straight_nodes = _straight(load_model(source, custom_layers=layers).model, straight)
+        import onnx
+
+        nodes = len(onnx.load(exported).graph.node)
+        report = bench.run(
+            exported,
+            batches=batches,
+            threads=args.threads,
+            keras_source=source,
+            litert=True,
+            others={f"straight tf2onnx export ({straight_nodes} nodes), bare run": straight},
+            seconds=args.seconds,
+            time_steps=steps,
+            progress=say,
+            custom_layers=tuple(map(str, layers)),
         )
-    lines += ["", "| file | bytes |", "| --- | ---: |"]
-    lines += [f"| {name} | {size:,} |" for name, size in sizes.items()]
-    lines.append("\n" + "; ".join(f"{name}: {what}" for name, what in report.notes.items()) + ".")
-    for name, why in report.skipped.items():
-        lines.append(f"\n{name} was skipped: {why}")
+        lines += [
+            f"`{file}`: edgeattn export {nodes} nodes; time {report.time_steps}.",
+            "",
+            *table(report),
+            "",
+        ]
+        last_notes = notes(report)
+    lines += last_notes
     return "\n".join(lines) + "\n"
 
 

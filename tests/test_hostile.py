@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import onnx
 import pytest
 from conftest import MODELS, ROOT, run_cli
 
-from edgeattn.files import TMP_MARK
+from edgeattn.files import PAUSE_ENV, TMP_MARK
 
 LEGACY = ROOT / "tests" / "fixtures" / "legacy"
 SEED_KERAS = MODELS / "seed.keras"
@@ -63,6 +62,24 @@ def _save_keras_with_lambda(path: Path, nested: bool) -> None:
             [keras.Input((10, 1)), keras.layers.Lambda(fn, name="evil"), keras.layers.Flatten()]
         )
     model.save(path)
+
+
+def _save_tfsm_layer(path: Path, saved_model: Path, marker: Path) -> None:
+    """A TFSMLayer over a SavedModel whose graph writes ``marker`` when it runs."""
+    import keras
+    import tensorflow as tf
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 10, 1], tf.float32)])
+        def serve(self, x):
+            tf.io.write_file(str(marker), "code ran")
+            return tf.reshape(x, [-1, 10])
+
+    writer = Writer()
+    tf.saved_model.save(writer, str(saved_model))
+    layer = keras.layers.TFSMLayer(str(saved_model), call_endpoint="serve", name="outside")
+    keras.Sequential([keras.Input((10, 1)), layer]).save(path)
+    marker.unlink(missing_ok=True)
 
 
 def _keras_with_config(path: Path, config: dict) -> None:
@@ -105,16 +122,25 @@ def hostile(tmp_path_factory) -> Path:
     os.environ.pop("EDGEATTN_MARKER", None)
     _save_keras_with_lambda(d / "lambda.keras", nested=False)
     _save_keras_with_lambda(d / "nested-lambda.keras", nested=True)
-    os_system = {"module": "os", "class_name": "function", "config": "system", "registered_name": "system"}
-    dense = {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "units": 1, "activation": os_system}}  # fmt: skip
-    _keras_with_config(d / "os-system.keras", _seed_config_with(dense))
-    evil_module = {"module": "subprocess", "class_name": "Popen", "config": {"name": "p"}, "registered_name": "Popen"}  # fmt: skip
+    # Each payload below writes a marker file if its code ever runs (test_the_payloads_are_armed shows it).
+    command = {"command": f"echo code ran > {d / 'os-system.marker'}"}
+    os_system = {"module": "os", "class_name": "system", "config": command, "registered_name": "system", "name": "s", "inbound_nodes": []}  # fmt: skip
+    _keras_with_config(d / "os-system.keras", _seed_config_with(os_system))
+    popen = {"args": ["sh", "-c", f"echo code ran > {d / 'popen.marker'}"]}
+    evil_module = {"module": "subprocess", "class_name": "Popen", "config": popen, "registered_name": "Popen", "name": "p", "inbound_nodes": []}  # fmt: skip
     _keras_with_config(d / "module.keras", _seed_config_with(evil_module))
-    tfsm = {"module": "keras.layers", "class_name": "TFSMLayer", "config": {"name": "outside", "filepath": "/tmp/sm"}}  # fmt: skip
-    _keras_with_config(d / "tfsmlayer.keras", _seed_config_with(tfsm))
-    # CVE-2025-8747/9906: a file that tries to switch safe mode off from inside, around a Lambda.
-    lam = {"module": "keras.layers", "class_name": "Lambda", "config": {"name": "evil", "function": {"class_name": "__lambda__", "config": {"code": "AAAA"}}, "safe_mode": False}}  # fmt: skip
-    _keras_with_config(d / "safe-mode-off.keras", _seed_config_with(lam))
+    _save_tfsm_layer(d / "tfsmlayer.keras", d / "saved-model", d / "tfsm.marker")
+    # CVE-2025-9906: a file that names Keras's own switch for unsafe loading (a Keras function, so a check of
+    # modules alone passes it), beside a real Lambda.
+    with zipfile.ZipFile(d / "lambda.keras") as zf:
+        parts = {name: zf.read(name) for name in zf.namelist()}
+    config = json.loads(parts["config.json"])
+    unlock = {"module": "keras.config", "class_name": "function", "config": "enable_unsafe_deserialization", "registered_name": "enable_unsafe_deserialization"}  # fmt: skip
+    config["config"]["layers"].append({"module": "keras.layers", "class_name": "Activation", "config": {"name": "unlock", "activation": unlock}})  # fmt: skip
+    parts["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(d / "safe-mode-off.keras", "w") as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
     for name in ("lambda.h5", "nested-lambda.h5"):
         shutil.copy(LEGACY / name, d / f"keras2-{name}")
 
@@ -184,7 +210,7 @@ def _cases() -> list[Case]:
             2,
             "in Sequential 'inner'",
         ),
-        Case("config naming os.system", ("export", "{d}/os-system.keras", "-o", "{out}"), 2, "os.system"),
+        Case("config naming os.system", ("export", "{d}/os-system.keras", "-o", "{out}"), 2, "module 'os'"),
         Case(
             "config naming subprocess.Popen", ("export", "{d}/module.keras", "-o", "{out}"), 2, "'subprocess'"
         ),
@@ -198,7 +224,7 @@ def _cases() -> list[Case]:
             "safe mode switched off inside the file",
             ("export", "{d}/safe-mode-off.keras", "-o", "{out}"),
             2,
-            "Lambda layer 'evil'",
+            "refused to load 2 layers",
         ),
     ]
     for stem, why in (("dotdot", "climbs out"), ("etc-passwd", "absolute path"), ("symlink", "symbolic link"), ("hardlink", "hard link")):  # fmt: skip
@@ -247,8 +273,15 @@ def test_hostile_input_gets_one_clear_error(case, hostile, tmp_path, monkeypatch
     monkeypatch.setenv("EDGEATTN_MARKER", str(marker))
     out = tmp_path / case.out if case.out else None
     argv = [str(a).format(d=hostile, out=out) for a in case.argv]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    before = sorted(p.name for p in hostile.iterdir())
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "edgeattn"), *argv], capture_output=True, text=True, timeout=300
+        [str(Path(sys.executable).parent / "edgeattn"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
     )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     ROWS.append(
@@ -262,20 +295,53 @@ def test_hostile_input_gets_one_clear_error(case, hostile, tmp_path, monkeypatch
     assert done.returncode == case.exit_code, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert lines and lines[0].startswith("error: ") and case.message in lines[0], lines
-    assert len(lines) <= 2, lines  # the error and at most a hint
+    assert len([line for line in lines if not line.startswith("  ")]) <= 2, (
+        lines
+    )  # error, hint; details indented
     assert not marker.exists(), "code from the file ran"
+    assert not list(hostile.glob("*.marker")), "code from the file ran"
+    cwd.rmdir()  # fails if anything was written in the working directory
     assert not list(tmp_path.glob("*")), "an output (or a temporary file) was left behind"
+    assert sorted(p.name for p in hostile.iterdir()) == before, "something was written beside the input"
 
 
-def test_the_lambda_fixtures_are_armed(hostile, tmp_path, monkeypatch):
-    """Without the checks the Lambdas would run: with --unsafe, Keras 3 runs the file's code."""
+def test_the_payloads_are_armed(hostile, tmp_path, monkeypatch):
+    """Without edgeattn's checks each payload would write its marker."""
+    import importlib
+
+    import keras
+
+    from edgeattn.errors import EdgeAttnError
     from edgeattn.loading import load_model
 
-    for name in ("keras2-lambda.h5", "nested-lambda.keras"):
+    # Lambdas (Keras 2 bytecode, nested, safe mode switched off inside the file): Keras 3 runs them when asked
+    # to load unsafely, as edgeattn does with --unsafe.
+    for name in ("keras2-lambda.h5", "nested-lambda.keras", "safe-mode-off.keras"):
         marker = tmp_path / f"{name}.marker"
         monkeypatch.setenv("EDGEATTN_MARKER", str(marker))
-        load_model(hostile / name, unsafe=True)
-        assert marker.exists(), name
+        try:
+            load_model(hostile / name, unsafe=True)
+        except EdgeAttnError:  # the unlock "activation" fails when called, after the Lambda has run
+            assert name == "safe-mode-off.keras"
+        assert marker.read_text() == "code ran", name
+    # TFSMLayer: Keras loads the outside SavedModel when unsafe; its graph writes the marker when called.
+    model = keras.saving.load_model(hostile / "tfsmlayer.keras", safe_mode=False, compile=False)
+    model(np.zeros((1, 10, 1), np.float32))
+    assert (hostile / "tfsm.marker").read_text() == "code ran"
+    (hostile / "tfsm.marker").unlink()
+    # Module payloads: Keras < 3.9 imported the named module and called the named attribute with the config
+    # (CVE-2025-1550); Keras 3.9+ refuses modules outside Keras even when unsafe, so run them as it did.
+    for name, marker in (("os-system.keras", "os-system.marker"), ("module.keras", "popen.marker")):
+        with zipfile.ZipFile(hostile / name) as zf:
+            payload = json.loads(zf.read("config.json"))["config"]["layers"][1]
+        with pytest.raises((TypeError, ValueError), match=r"deserialize|locate"):
+            keras.saving.load_model(hostile / name, safe_mode=False, compile=False)
+        result = getattr(importlib.import_module(payload["module"]), payload["class_name"])(
+            **payload["config"]
+        )
+        getattr(result, "wait", lambda: None)()
+        assert (hostile / marker).read_text().strip() == "code ran", name
+        (hostile / marker).unlink()
 
 
 def _read_only_folder(tmp_path: Path) -> Path:
@@ -340,50 +406,52 @@ def test_containment_memory_limit(monkeypatch):
         sandbox.parse("onnx", SEED_ONNX)
 
 
-@pytest.mark.parametrize("moment", [0.5, 2.5, 4.0])
-def test_a_killed_export_leaves_nothing_or_a_valid_model(moment, tmp_path):
-    out = tmp_path / "seed.onnx"
+def _kill_while_writing(*argv: str) -> Path:
+    """Run the CLI, SIGKILL it while it is half-way through writing its output; returns the temporary path."""
+    env = {**os.environ, PAUSE_ENV: "60"}
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "edgeattn"), "export", str(SEED_KERAS), "-o", str(out)],
+        [str(Path(sys.executable).parent / "edgeattn"), *argv],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
-    time.sleep(moment)
+    line = proc.stderr.readline()
+    while line and "paused writing" not in line:
+        line = proc.stderr.readline()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    if out.exists():
-        onnx.checker.check_model(onnx.load(out), full_check=True)
-    leftovers = list(tmp_path.glob(f".*{TMP_MARK}*"))
-    if leftovers:  # the next run cleans up what the killed one left
-        np.save(tmp_path / "x.npy", np.zeros((1, 10, 1), np.float32))
-        done = run_cli("export", SEED_KERAS, "-o", out, "--force")
-        assert done.returncode == 0, done.stderr
-        assert not list(tmp_path.glob(f".*{TMP_MARK}*"))
-    ROWS.append((f"export killed (SIGKILL) after {moment} s", "export", -9, "output: " + ("complete, valid" if out.exists() else "none")))  # fmt: skip
+    assert "paused writing" in line, "the run ended before it wrote anything"
+    tmp = Path(line.split("paused writing ", 1)[1].strip())
+    assert tmp.exists()  # the kill landed during the write itself
+    return tmp
 
 
-def test_a_write_killed_midway_leaves_no_partial_file(tmp_path):
-    """SIGKILL while the bytes are being written (slowed down in the child): the target never appears."""
-    out = tmp_path / "model.onnx"
-    script = (
-        "import os, sys, time\n"
-        "real = os.fsync\n"
-        "os.fsync = lambda fd: (print('writing', flush=True), time.sleep(30))\n"
-        "from edgeattn.files import write_atomic\n"
-        f"write_atomic({str(out)!r}, b'x' * 10_000_000)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "writing"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not out.exists()
-    assert len(list(tmp_path.glob(f".*{TMP_MARK}*"))) == 1  # the killed run's temporary file...
-    from edgeattn.files import write_atomic
+@pytest.mark.parametrize("existing", [False, True], ids=["new file", "over a file with --force"])
+def test_an_export_killed_while_writing_leaves_no_partial_file(existing, tmp_path):
+    out = tmp_path / "seed.onnx"
+    if existing:
+        out.write_bytes(b"the old model")
+    tmp = _kill_while_writing("export", str(SEED_KERAS), "-o", str(out), "--force")
+    assert 0 < tmp.stat().st_size < SEED_ONNX.stat().st_size  # half of the model was written...
+    assert (out.read_bytes() == b"the old model") if existing else not out.exists()  # ...and not in place
+    done = run_cli("export", SEED_KERAS, "-o", out, "--force")
+    assert done.returncode == 0, done.stderr
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert not list(tmp_path.glob(f".*{TMP_MARK}*"))  # the next run removed what the killed one left
+    what = "the old file, unchanged" if existing else "none"
+    ROWS.append((f"export killed (SIGKILL) while writing, {'--force over a file' if existing else 'new file'}", "export", -9, f"output: {what}; temp file removed by the next run"))  # fmt: skip
 
-    write_atomic(out, b"complete")
-    assert out.read_bytes() == b"complete"
-    assert not list(tmp_path.glob(f".*{TMP_MARK}*"))  # ...is removed by the next write
-    ROWS.append(("write killed (SIGKILL) mid-write", "write_atomic", -9, "output: none; temp file removed by the next run"))  # fmt: skip
+
+def test_a_web_folder_killed_while_writing_leaves_no_partial_folder(tmp_path):
+    out = tmp_path / "site"
+    tmp = _kill_while_writing("web", str(SEED_ONNX), "-o", str(out))
+    assert tmp.is_dir() and not out.exists()
+    done = run_cli("web", SEED_ONNX, "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert (out / "model.onnx").read_bytes() == SEED_ONNX.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    ROWS.append(("web killed (SIGKILL) while writing", "web", -9, "output: none; temp folder removed by the next run"))  # fmt: skip
 
 
 def teardown_module(module):

@@ -69,3 +69,29 @@ def test_the_cycle_finder_finds_one():  # the check above can fail
 
 def test_nothing_imports_the_sandbox_child():
     assert [m for m, targets in imports().items() if "sandbox_child" in targets] == []
+
+
+def test_the_runtime_copy_of_the_default_tolerance_agrees():
+    """runtime.py imports nothing from edgeattn (it is copied into apps), so it keeps its own copy."""
+    from edgeattn import defaults, runtime
+
+    assert runtime.GOLDEN_ATOL == defaults.ATOL
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import inspect
+
+    from edgeattn import bench, defaults, score, tasks, verify
+    from edgeattn.cli import cli
+
+    def default(command: str, option: str):
+        return next(p.default for p in cli.commands[command].params if p.name == option)
+
+    assert default("train", "epochs") == inspect.signature(tasks.train).parameters["epochs"].default
+    assert default("export", "atol") == verify.DEFAULT_ATOL == defaults.ATOL
+    assert default("verify", "samples") == verify.DEFAULT_BATCHES[-1]
+    assert default("bench", "seconds") == inspect.signature(bench.run).parameters["seconds"].default
+    assert default("bench", "batches") == ",".join(
+        map(str, inspect.signature(bench.run).parameters["batches"].default)
+    )
+    assert default("score", "batch_size") == inspect.signature(score.score).parameters["batch_size"].default

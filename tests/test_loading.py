@@ -100,3 +100,30 @@ def test_rewrite_legacy_drops_time_major():
         "config": {"units": 3, "time_major": False, "nested": [{"time_major": 1}]},
     }
     assert rewrite(config).config == {"class_name": "LSTM", "config": {"units": 3, "nested": [{}]}}
+
+
+def test_what_was_checked_is_what_is_built(tmp_path, monkeypatch):
+    """A file swapped on disk after its check (a race) cannot slip in: Keras builds from the checked copy."""
+    from conftest import MODELS
+
+    from edgeattn import loading
+
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.keras"
+    _lambda_model_that_writes(marker).save(hostile)
+    marker.unlink()  # building the model ran the Lambda once
+    user_file = tmp_path / "model.keras"
+    user_file.write_bytes((MODELS / "seed.keras").read_bytes())
+    checked = loading.check_config
+
+    def check_then_swap(*args, **kwargs):
+        found = checked(*args, **kwargs)
+        user_file.write_bytes(hostile.read_bytes())  # the file changes between the check and the build
+        return found
+
+    monkeypatch.setattr(loading, "check_config", check_then_swap)
+    loaded = loading.load_model(user_file, unsafe=False)
+    assert "evil" not in [layer.name for layer in loaded.model.layers]
+    assert loaded.model.get_layer("attention") is not None
+    assert loaded.source.path == user_file  # messages and metadata name the user's file
+    assert not marker.exists()
