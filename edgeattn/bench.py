@@ -14,7 +14,7 @@ Contenders, all fed the same seeded inputs:
 Every row says the thread count in effect, read back from the runtime where it can be (onnxruntime's session
 options, TensorFlow's threading config). The contenders take turns in rounds (these machines drift; ratios
 measured in turns hold better than absolute times). Latency is per call (p50, p99); throughput is samples per
-second at the p50 latency. Ratios (x floor, x tf.function, x LiteRT) are taken round by round, the
+second at the p50 latency. Ratios (x floor, x Predictor, x tf.function, x LiteRT) are taken round by round, the
 contender's p50 over the reference's p50 in the same round, and given as their median with the lowest and
 highest round.
 """
@@ -43,7 +43,7 @@ FLOOR = "floor (bare recurrent node)"
 PREDICTOR = "edgeattn Predictor"
 TF_FUNCTION = "Keras under tf.function"
 LITERT = "LiteRT (XNNPACK)"
-REFERENCES = {"floor": FLOOR, "tf.function": TF_FUNCTION, "LiteRT": LITERT}
+REFERENCES = {"floor": FLOOR, "Predictor": PREDICTOR, "tf.function": TF_FUNCTION, "LiteRT": LITERT}
 ROUNDS = 5
 
 
@@ -69,7 +69,9 @@ class Row:
     threads: int | None = None  # intra-op threads in effect (None: the runtime's own choice)
     calls: int = 0
     round_p50_us: list[float] = field(default_factory=list)
-    x: dict[str, Ratio] = field(default_factory=dict)  # by reference: "floor", "tf.function", "LiteRT"
+    x: dict[str, Ratio] = field(
+        default_factory=dict
+    )  # by reference: "floor", "Predictor", "tf.function", "LiteRT"
     max_abs_vs_predictor: float | None = None  # the contender's first output against the Predictor's
 
     @property
@@ -92,7 +94,7 @@ class BenchReport:
 
     @property
     def references(self) -> list[str]:
-        """The ratio columns this report has ("floor", "tf.function", "LiteRT")."""
+        """The ratio columns this report has ("floor", "Predictor", "tf.function", "LiteRT")."""
         return [key for key, name in REFERENCES.items() if any(r.name == name for r in self.rows)]
 
     def to_dict(self) -> dict:
@@ -331,8 +333,9 @@ def run(
                 contenders[FLOOR] = Contender(
                     lambda f=floor_in[i]: floor_session.run(None, f), _ort_threads(floor_session)
                 )
+            called = _as_called(feed)
             contenders[PREDICTOR] = Contender(
-                lambda f=feed: predictor.predict(f), _ort_threads(predictor._session)
+                lambda f=called: predictor.predict(f), _ort_threads(predictor._session)
             )
             expected = predictor.predict(feed)
             expected = expected[0] if isinstance(expected, tuple) else expected
@@ -340,7 +343,7 @@ def run(
                 contenders[name] = Contender(lambda s=session, f=feed: s.run(None, f), _ort_threads(session))
             for name, other in (predictors or {}).items():
                 contenders[name] = Contender(
-                    lambda p=other, f=feed: p.predict(f), _ort_threads(other._session)
+                    lambda p=other, f=called: p.predict(f), _ort_threads(other._session)
                 )
             if child:
                 contenders.update(child.prepare(batch, feed, expected))
@@ -354,6 +357,11 @@ def run(
         if child:
             child.close()
     return report
+
+
+def _as_called(feed: dict):
+    """What an application hands the Predictor: the array itself for a one-input model, else the dict."""
+    return next(iter(feed.values())) if len(feed) == 1 else feed
 
 
 def _ort_threads(session) -> int | None:

@@ -21,7 +21,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeattn import __version__, defaults, graph, kerasmodel, onnxfile, ortformat, recurrent, verify
+from edgeattn import (
+    __version__,
+    defaults,
+    graph,
+    kerasmodel,
+    onnxfile,
+    ortformat,
+    recurrent,
+    shapes,
+    verify,
+)
 from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError, require
 from edgeattn.files import check_writable, sha256_of, write_atomic
 from edgeattn.runtime import encode_array
@@ -108,6 +118,7 @@ def export(
     layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
     del proto.graph.output[count:]
     graph.prune_dead(proto)
+    shapes.freeze_reshapes(proto, kerasmodel.vocab_size(keras_model), _time_steps(keras_model))
     produced = {o for node in proto.graph.node for o in node.output}
     layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
     graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))

@@ -497,12 +497,21 @@ class Predictor:
                 f"{os.path.basename(self.path)} has no {ATTENTION_OUTPUT!r} output; "
                 "export it with `edgeattn export --attention-weights`"
             )
-        bound = self._lane(x) if not return_attention else None
-        if bound is not None:  # the common call, with as little Python as possible in the way
-            binding, buffers, results = bound
-            np.copyto(buffers, x)
-            self._session.run_with_iobinding(binding)
-            return results[0].copy()
+        if type(x) is dict:
+            bound = self._dict_lane(x) if not return_attention else None
+            if bound is not None:  # a model of several inputs: the same lane, one buffer per input
+                binding, buffers, results = bound
+                for name, buffer in buffers.items():
+                    np.copyto(buffer, x[name])
+                self._session.run_with_iobinding(binding)
+                return results[0].copy()
+        else:
+            bound = self._lane(x) if not return_attention else None
+            if bound is not None:  # the common call, with as little Python as possible in the way
+                binding, buffers, results = bound
+                np.copyto(buffers, x)
+                self._session.run_with_iobinding(binding)
+                return results[0].copy()
         outputs = self._run(x)
         if return_attention:
             return outputs[0], outputs[self._attention_index]
@@ -519,6 +528,21 @@ class Predictor:
             return None
         binding, inputs, results = bound
         return binding, inputs[self._name0], results
+
+    def _dict_lane(self, x: dict):
+        """Like ``_lane``, for a dict of arrays (one per input, each of its input's dtype)."""
+        if not self._bind or self.batch_size is not None or len(x) != len(self.inputs):
+            return None
+        arrays = [x.get(spec.name) for spec in self.inputs]
+        if any(type(a) is not np.ndarray or a.dtype is not s.dtype for a, s in zip(arrays, self.inputs)):
+            return None
+        cache = getattr(self._local, "bound", None)
+        bound = cache.get(tuple([a.shape for a in arrays])) if cache else None
+        if bound is None or not (
+            self.allow_nonfinite or all(a.dtype.kind != "f" or _finite(a) for a in arrays)
+        ):
+            return None
+        return bound
 
     __call__ = predict
 

@@ -217,3 +217,34 @@ def _dequantized(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.graph.node[:]
     model.graph.node.extend(keep)
     return model
+
+
+def test_the_benchmark_script_writes_its_table(tmp_path):
+    """A fast run of scripts/benchmark.py (the README's table): every contender present, threads in effect."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "benchmark.md"
+    done = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "benchmark.py", "--seconds", "0.1", "--batches", "1,4",
+         "--only", "seed", "--no-readme", "--output", out],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = out.read_text()
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")
+        for line in table.splitlines()
+        if line.startswith("| ")
+    }
+    for name in (
+        "floor (bare recurrent node)", "edgeattn Predictor", "Predictor, int8 file (folded at load)",
+        "Predictor, fp16 file (folded at load)", "Predictor, int8 file, fold_weights=False",
+        "LiteRT (XNNPACK)", "Keras under tf.function", "Keras eager",
+    ):  # fmt: skip
+        assert name in rows, name
+        assert rows[name][1] == "1", (name, rows[name])  # the thread count in effect, every contender
+    assert "intra-op threads 1, inter-op 1 (read back from tf.config)" in table
+    assert "RSS after load" in table

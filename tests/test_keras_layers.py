@@ -105,6 +105,35 @@ def test_keras2_file_exports_standard_fused_and_matches_the_independent_referenc
             assert np.abs(g - w).max() <= ATOL, f"{name} {x_key}: {np.abs(g - w).max()}"
 
 
+@pytest.mark.parametrize("name", ["k2-transformer", "k2-mha-bilstm"])
+def test_attention_reshapes_have_constant_targets(name, keras2_exports):
+    """tf2onnx computes each reshape's target on every call; the export makes them constants (edgeattn.shapes)."""
+    model = onnx.load(keras2_exports[name])
+    constants = {t.name for t in model.graph.initializer}
+    reshapes = [n for n in model.graph.node if n.op_type == "Reshape"]
+    assert reshapes and all(n.input[1] in constants for n in reshapes)
+    assert sum(n.op_type in {"Shape", "ReduceProd"} for n in model.graph.node) <= 1
+
+
+def test_bench_times_a_transformer_of_two_token_inputs_against_tensorflow_and_litert(
+    keras2_exports, tmp_path
+):
+    """No recurrent node: no floor row; ratios to tf.function and LiteRT; token ids reach every contender."""
+    out = tmp_path / "bench.json"
+    done = run_cli(
+        "bench", keras2_exports["k2-transformer"], "--keras", KERAS2 / "k2-transformer.h5", "--litert",
+        "--batch", "1,3", "--seconds", "0.1", "--json", out,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    names = {r["name"] for r in report["rows"]}
+    assert names == {"edgeattn Predictor", "Keras under tf.function", "LiteRT (XNNPACK)"}, report["skipped"]
+    for row in report["rows"]:
+        assert set(row["x"]) == {"Predictor", "tf.function", "LiteRT"}
+        assert row["max_abs_vs_predictor"] < 1e-5
+    assert "x floor" not in done.stdout
+
+
 def test_transformer_gelu_is_exported_with_erf(keras2_exports):
     ops = {n.op_type for n in onnx.load(keras2_exports["k2-transformer"]).graph.node}
     assert "Erf" in ops

@@ -132,3 +132,39 @@ def test_a_quantized_file_is_checked_against_keras_within_its_accepted_tolerance
     np.testing.assert_allclose(Predictor(out).predict(golden()[0]), keras_outputs["y"], atol=y["atol"])
     verified = run_cli("verify", out, "--golden")
     assert verified.returncode == 0, verified.stderr
+
+
+def _two_input_model(path) -> None:
+    """y = a @ b: tokens-and-positions models take two inputs; built with onnx's helper alone."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 3, 4]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4, 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 2])],
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+
+
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_a_model_of_two_inputs_takes_a_dict_on_both_run_paths(io_binding, tmp_path):
+    _two_input_model(tmp_path / "two.onnx")
+    predictor = Predictor(tmp_path / "two.onnx", providers=["cpu"], io_binding=io_binding)
+    rng = np.random.default_rng(0)
+    for batch in (2, 2, 5, 2):  # the second call of a shape takes the pre-bound lane
+        a, b = rng.random((batch, 3, 4), dtype=np.float32), rng.random((batch, 4, 2), dtype=np.float32)
+        first = predictor.predict({"a": a, "b": b})
+        np.testing.assert_allclose(first, a @ b, rtol=1e-6)
+        second = predictor.predict({"a": a * 2, "b": b})
+        np.testing.assert_allclose(first, a @ b, rtol=1e-6)  # not overwritten by the next call
+        np.testing.assert_allclose(second, 2 * a @ b, rtol=1e-6)
+    a[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        predictor.predict({"a": a, "b": b})
+    with pytest.raises(ValueError, match="missing input"):
+        predictor.predict({"a": a})
