@@ -24,6 +24,7 @@ import onnx
 from edgeattn import (
     __version__,
     defaults,
+    fusion,
     graph,
     kerasmodel,
     onnxfile,
@@ -118,7 +119,11 @@ def export(
     layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
     del proto.graph.output[count:]
     graph.prune_dead(proto)
-    shapes.freeze_reshapes(proto, kerasmodel.vocab_size(keras_model), _time_steps(keras_model))
+    vocab, steps = kerasmodel.vocab_size(keras_model), _time_steps(keras_model)
+    shapes.freeze_reshapes(proto, vocab, steps)
+    checks = verify.make_cases(verify.input_specs(proto), batches=(2, 5), vocab=vocab, trained_length=steps)
+    fusion.fuse_layer_norms(proto, [case.feed for case in checks])
+    fusion.plain_gather_indices(proto)
     produced = {o for node in proto.graph.node for o in node.output}
     layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
     graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))

@@ -66,13 +66,19 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
     )
 
 
+INTEGER_TYPES = frozenset(
+    {
+        onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+    }
+)  # fmt: skip
+
+
 def vocab_size(model: onnx.ModelProto) -> int | None:
     """The fewest rows of the embedding tables that the model's integer inputs index (``Gather`` on a
     constant 2-D table with indices computed from an integer graph input): token ids below it are valid for
     every table."""
-    integer = {onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
-               onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}  # fmt: skip
-    reached = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in integer}
+    reached = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in INTEGER_TYPES}
     tables = {t.name: int(t.dims[0]) for t in model.graph.initializer if len(t.dims) == 2}
     rows = []
     for node in model.graph.node:  # in topological order

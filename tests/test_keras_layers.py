@@ -115,6 +115,19 @@ def test_attention_reshapes_have_constant_targets(name, keras2_exports):
     assert sum(n.op_type in {"Shape", "ReduceProd"} for n in model.graph.node) <= 1
 
 
+@pytest.mark.parametrize("name", ["k2-transformer", "k2-user-transformer"])
+def test_layer_norms_and_token_lookups_are_single_standard_ops(name, keras2_exports):
+    """LayerNormalization as one node (opset 17), and the embeddings read the token inputs directly."""
+    model = onnx.load(keras2_exports[name])
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("LayerNormalization") == 2
+    assert not {"GlobalAveragePool", "Sqrt", "Reciprocal"} & set(ops)
+    inputs = {i.name for i in model.graph.input}
+    constants = {t.name for t in model.graph.initializer}
+    lookups = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in constants]
+    assert lookups and all(n.input[1] in inputs for n in lookups)
+
+
 def test_bench_times_a_transformer_of_two_token_inputs_against_tensorflow_and_litert(
     keras2_exports, tmp_path
 ):
