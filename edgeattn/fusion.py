@@ -37,12 +37,11 @@ def fuse_layer_norms(model: onnx.ModelProto, feeds: list[dict]) -> int:
     for node in g.node:
         for name in dict.fromkeys(node.input):  # a node that reads a tensor twice (x * x) counts once
             consumers.setdefault(name, []).append(node)
-    producers = {o: n for n in g.node for o in n.output}
     constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     ranks = _ranks(rewritten)
     fused = 0
     for node in list(g.node):
-        match = _match(node, consumers, producers, constants, ranks)
+        match = _match(node, consumers, constants, ranks)
         if match is None:
             continue
         x, out, eps, gamma, beta, chain = match
@@ -107,7 +106,17 @@ def _is_last_axis_mean(node, ranks: dict, constants: dict) -> bool:
     return keep == 1 and axes is not None and [a % rank for a in axes] == [rank - 1]
 
 
-def _match(mean, consumers, producers, constants, ranks):
+def _affine(name: str, op: str, consumers: dict, constants: dict, chain: list):
+    """``name`` through an optional ``op`` with a constant (LayerNormalization's scale or center, which Keras
+    leaves out with ``scale=False``/``center=False``): the tensor after it, and the constant or None."""
+    users = consumers.get(name, [])
+    if len(users) == 1 and users[0].op_type == op and _other(users[0], name) in constants:
+        chain.append(users[0])
+        return users[0].output[0], constants[_other(users[0], name)]
+    return name, None
+
+
+def _match(mean, consumers, constants, ranks):
     """The moments chain that starts at ``mean`` (a last-axis mean of x), as (x, output, epsilon, gamma,
     beta, nodes), or None."""
     if mean.op_type not in {"GlobalAveragePool", "ReduceMean"} or not _is_last_axis_mean(
@@ -135,24 +144,14 @@ def _match(mean, consumers, producers, constants, ranks):
     if recip is None:
         return None
     chain = [mean, sub, square, var, add_eps, sqrt, recip, neg]
-    scale, gamma = recip.output[0], None
-    users = consumers.get(scale, [])
-    if len(users) == 1 and users[0].op_type == "Mul" and _other(users[0], scale) in constants:
-        gamma = constants[_other(users[0], scale)]
-        chain.append(users[0])
-        scale = users[0].output[0]
+    scale, gamma = _affine(recip.output[0], "Mul", consumers, constants, chain)
     users = consumers.get(scale, [])
     neg_mul = next((u for u in users if u.op_type == "Mul" and neg.output[0] in u.input), None)
     x_mul = next((u for u in users if u.op_type == "Mul" and x in u.input and u is not neg_mul), None)
     if neg_mul is None or x_mul is None or len(users) != 2 or consumers.get(neg.output[0]) != [neg_mul]:
         return None
     chain += [neg_mul, x_mul]
-    shift, beta = neg_mul.output[0], None
-    users = consumers.get(shift, [])
-    if len(users) == 1 and users[0].op_type == "Add" and _other(users[0], shift) in constants:
-        beta = constants[_other(users[0], shift)]
-        chain.append(users[0])
-        shift = users[0].output[0]
+    shift, beta = _affine(neg_mul.output[0], "Add", consumers, constants, chain)
     final = _only(consumers, x_mul.output[0], "Add")
     if final is None or _other(final, x_mul.output[0]) != shift or consumers.get(shift) != [final]:
         return None
