@@ -338,7 +338,6 @@ def run(
                 lambda f=called: predictor.predict(f), _ort_threads(predictor._session)
             )
             expected = predictor.predict(feed)
-            expected = expected[0] if isinstance(expected, tuple) else expected
             for name, session in other_sessions.items():
                 contenders[name] = Contender(lambda s=session, f=feed: s.run(None, f), _ort_threads(session))
             for name, other in (predictors or {}).items():
@@ -346,7 +345,7 @@ def run(
                     lambda p=other, f=called: p.predict(f), _ort_threads(other._session)
                 )
             if child:
-                contenders.update(child.prepare(batch, feed, expected))
+                contenders.update(child.prepare(batch, feed))
             rows = measure(contenders, batch, seconds, progress=progress)
             for row in rows:
                 row.max_abs_vs_predictor = _agreement(
@@ -379,7 +378,6 @@ def _agreement(name, feed, expected, other_sessions, predictors, child) -> float
         got = other_sessions[name].run(None, feed)[0]
     elif name in (predictors or {}):
         got = predictors[name].predict(feed)
-        got = got[0] if isinstance(got, tuple) else got
     elif child is not None and name in child.outputs:
         got = child.outputs[name]
     else:
@@ -408,15 +406,17 @@ class _TensorFlowChild:
         if progress:
             progress(f"loading {source} in a TensorFlow child process ({threads} intra-op thread(s))")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeattn.bench_child", str(threads)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
         self.folder = Path(tempfile.mkdtemp(prefix="edgeattn-bench-"))
+        self.log = self.folder / "stderr.txt"  # a file, not a pipe: TensorFlow's chatter cannot fill it up
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edgeattn.bench_child", str(threads)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
         self.report = report
         self.outputs: dict[str, np.ndarray] = {}
         self.threads: dict[str, int] = {}
@@ -434,7 +434,7 @@ class _TensorFlowChild:
             line = ""
         if not line:
             self.proc.wait()
-            tail = [s for s in self.proc.stderr.read().strip().splitlines() if s.strip()]
+            tail = [s for s in self.log.read_text(errors="replace").splitlines() if s.strip()]
             raise EdgeAttnError(
                 f"the TensorFlow child process of bench ended (exit status {self.proc.returncode}): "
                 + (tail[-1] if tail else "no message")
@@ -447,7 +447,7 @@ class _TensorFlowChild:
             raise kind(reply["error"], hint=reply.get("hint"))
         return reply
 
-    def prepare(self, batch: int, feed: dict, expected: np.ndarray) -> dict[str, Contender]:
+    def prepare(self, batch: int, feed: dict) -> dict[str, Contender]:
         inputs, outputs = self.folder / f"in-{batch}.npz", self.folder / f"out-{batch}.npz"
         np.savez(inputs, **feed)
         reply = self.ask("prepare", batch=batch, inputs=os.fspath(inputs), outputs=os.fspath(outputs))

@@ -248,3 +248,19 @@ def test_the_benchmark_script_writes_its_table(tmp_path):
         assert rows[name][1] == "1", (name, rows[name])  # the thread count in effect, every contender
     assert "intra-op threads 1, inter-op 1 (read back from tf.config)" in table
     assert "RSS after load" in table
+
+
+def test_bench_passes_on_the_childs_refusal_of_a_hostile_source():
+    from conftest import ROOT
+
+    done = run_cli(
+        "bench",
+        SEED_ONNX,
+        "--keras",
+        ROOT / "tests" / "fixtures" / "legacy" / "lambda.h5",
+        "--seconds",
+        "0.1",
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: refused to load: Lambda layer")
+    assert "Traceback" not in done.stderr
