@@ -119,11 +119,7 @@ def export(
     layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
     del proto.graph.output[count:]
     graph.prune_dead(proto)
-    vocab, steps = kerasmodel.vocab_size(keras_model), _time_steps(keras_model)
-    shapes.freeze_reshapes(proto, vocab, steps)
-    checks = verify.make_cases(verify.input_specs(proto), batches=(2, 5), vocab=vocab, trained_length=steps)
-    fusion.fuse_layer_norms(proto, [case.feed for case in checks])
-    fusion.plain_gather_indices(proto)
+    _speed_rewrites(proto, kerasmodel.vocab_size(keras_model), _time_steps(keras_model))
     produced = {o for node in proto.graph.node for o in node.output}
     layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
     graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))
@@ -169,6 +165,29 @@ def export(
         dropped_nodes=before - len(proto.graph.node),
         ort_max_abs=ort_max_abs,
     )
+
+
+def _speed_rewrites(proto: onnx.ModelProto, vocab: int | None, steps: int | None) -> None:
+    """The graph rewrites that only make the model faster (constant reshape targets, LayerNormalization, plain
+    token lookups). Each checks its own result; one that fails in any other way is skipped, never the export."""
+
+    def layer_norms() -> int:
+        cases = verify.make_cases(
+            verify.input_specs(proto), batches=(2, 5), vocab=vocab, trained_length=steps
+        )
+        return fusion.fuse_layer_norms(proto, [case.feed for case in cases])
+
+    for rewrite in (
+        lambda: shapes.freeze_reshapes(proto, vocab, steps),
+        layer_norms,
+        lambda: fusion.plain_gather_indices(proto),
+    ):
+        before = onnx.ModelProto()
+        before.CopyFrom(proto)
+        try:
+            rewrite()
+        except Exception:  # onnx and onnxruntime raise many kinds; the graph as it was is still right
+            proto.CopyFrom(before)
 
 
 def convert(keras_model, opset: int = DEFAULT_OPSET, like=None) -> onnx.ModelProto:

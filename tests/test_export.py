@@ -142,3 +142,15 @@ def test_the_recorded_source_path_is_relative_to_the_export(seed_keras, tmp_path
     result = run_cli("verify", out_dir / "m.onnx")  # finds the source through the relative path
     assert result.returncode == 0, result.stderr
     assert "sha256 matches the export" in result.stdout
+
+
+def test_a_speed_rewrite_that_breaks_is_skipped_not_the_export(seed_keras, tmp_path, monkeypatch):
+    from edgeattn import fusion, shapes
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a graph this rewrite cannot handle")
+
+    for module, name in ((shapes, "freeze_reshapes"), (fusion, "fuse_layer_norms"), (fusion, "plain_gather_indices")):  # fmt: skip
+        monkeypatch.setattr(module, name, broken)
+    result = export(seed_keras, tmp_path / "seed.onnx")
+    assert result.parity.passed and (tmp_path / "seed.onnx").stat().st_size == result.size_bytes
