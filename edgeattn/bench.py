@@ -37,7 +37,7 @@ import onnx
 from onnx import helper
 
 from edgeattn import defaults, graph
-from edgeattn.errors import EdgeAttnError, InputError, UnsupportedModelError
+from edgeattn.errors import EdgeAttnError, InputError, UnsupportedModelError, from_reply
 
 FLOOR = "floor (bare recurrent node)"
 PREDICTOR = "edgeattn Predictor"
@@ -156,22 +156,12 @@ def floor_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]
 def floor_feeds(model: onnx.ModelProto, sources: dict[str, str], feeds: list[dict]) -> list[dict]:
     """For each feed of ``model``, the floor's feed: the tensors that reach the recurrent nodes (the model is
     run once per feed with those tensors as extra outputs)."""
-    from edgeattn.onnxfile import open_session
+    from edgeattn.onnxfile import tensor_values
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    graph_inputs = {i.name for i in probe.graph.input}
-    for name in dict.fromkeys(sources.values()):
-        if name not in graph_inputs:
-            probe.graph.output.add().name = name
-    session = open_session(probe, ["cpu"], threads=1)
-    names = [o.name for o in session.get_outputs()]
-    result = []
-    for feed in feeds:
-        values = dict(zip(names, session.run(None, feed)))
-        values.update(feed)
-        result.append({x: np.ascontiguousarray(values[source]) for x, source in sources.items()})
-    return result
+    return [
+        {x: np.ascontiguousarray(values[source]) for x, source in sources.items()}
+        for values in tensor_values(model, sources.values(), feeds)
+    ]
 
 
 def _float_weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -291,7 +281,7 @@ def run(
     ``others``: more ONNX files to time with a bare ``InferenceSession.run``, by row name (each with the
     Predictor's session options). ``predictors``: more ``Predictor`` objects to time, by row name (e.g. on an
     int8 file, or with ``fold_weights=False``); they take the same inputs.
-    ``time_steps``: the length to time where the time axis is free (default: 10).
+    ``time_steps``: the length to time where the time axis is free (default: ``defaults.TIME_STEPS``).
     """
     from edgeattn.onnxfile import load_onnx, open_session
     from edgeattn.runtime import Predictor
@@ -304,7 +294,7 @@ def run(
     specs = input_specs(proto)
     time_free = any(s.time_free for s in specs)
     fixed = next((s.shape[1] for s in specs if len(s.shape) > 1 and isinstance(s.shape[1], int)), None)
-    steps = (time_steps or 10) if time_free else fixed
+    steps = (time_steps or defaults.TIME_STEPS) if time_free else fixed
     if time_steps is not None and not time_free:
         raise InputError(f"--time is for models with a free time axis; this one's is fixed at {fixed}")
     report = BenchReport(os.fspath(model_path), machine(), threads, steps)
@@ -441,10 +431,7 @@ class _TensorFlowChild:
             )
         reply = json.loads(line)
         if "error" in reply:
-            from edgeattn import errors
-
-            kind = getattr(errors, reply.get("kind", ""), errors.UnsupportedModelError)
-            raise kind(reply["error"], hint=reply.get("hint"))
+            raise from_reply(reply, UnsupportedModelError)
         return reply
 
     def prepare(self, batch: int, feed: dict) -> dict[str, Contender]:

@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+from edgeattn.errors import EdgeAttnError, as_reply, first_line  # light: no TensorFlow before THREADS is set
+
 THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 os.environ["TF_NUM_INTRAOP_THREADS"] = str(THREADS)
 os.environ["TF_NUM_INTEROP_THREADS"] = "1"
@@ -78,7 +80,7 @@ class Child:
                 self.calls[LITERT], reply["notes"]["LiteRT"] = _litert(call, ordered)
                 reply["threads"][LITERT] = THREADS
             except Exception as exc:  # conversion failures come in many types
-                reply["skipped"][LITERT] = _first_line(exc)
+                reply["skipped"][LITERT] = first_line(exc)
         firsts = {name: np.asarray(fn()) for name, fn in self.calls.items()}
         np.savez(outputs, **{f"c{i}": v for i, v in enumerate(firsts.values())})
         reply["contenders"] = list(firsts)
@@ -97,11 +99,6 @@ class Child:
 
 def _first(result):
     return result[0] if isinstance(result, (list, tuple)) else result
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _version(module: str) -> str:
@@ -159,14 +156,10 @@ def main() -> None:
             break
         try:
             reply = getattr(child, command)(**request)
-        except Exception as exc:
-            from edgeattn.errors import EdgeAttnError
-
-            kind = type(exc).__name__ if isinstance(exc, EdgeAttnError) else "UnsupportedModelError"
-            message = (
-                exc.message if isinstance(exc, EdgeAttnError) else f"{type(exc).__name__}: {_first_line(exc)}"
-            )
-            reply = {"error": message, "kind": kind, "hint": getattr(exc, "hint", None)}
+        except EdgeAttnError as exc:
+            reply = as_reply(exc)
+        except Exception as exc:  # TensorFlow's and LiteRT's own kinds
+            reply = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
         reply_out.write(json.dumps(reply) + "\n")
         reply_out.flush()
 

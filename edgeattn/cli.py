@@ -45,6 +45,16 @@ def _emit(text: str = "", err: bool = False) -> None:
 
 
 force_option = click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+
+
+def output_option(help: str, folder: bool = False):
+    """The required ``-o/--output`` of a command that writes a file (or, with ``folder``, a folder)."""
+    kind = (
+        click.Path(file_okay=False, path_type=Path) if folder else click.Path(dir_okay=False, path_type=Path)
+    )
+    return click.option("-o", "--output", type=kind, required=True, help=help)
+
+
 custom_layers_option = click.option(
     "--custom-layers",
     "custom_layers",
@@ -96,13 +106,7 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="Training samples (validation: a tenth as many, from another seed).",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Where to save the model (.keras).",
-)
+@output_option("Where to save the model (.keras).")
 @force_option
 def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: bool) -> None:
     """Train a model on a synthetic task and save it as .keras.
@@ -154,12 +158,8 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
 
 @cli.command(context_settings=CONTEXT, short_help="Keras (.keras/.h5) -> checked, plain ONNX.")
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The file to write: .onnx, or .ort (onnxruntime's ORT format, plus NAME.required_operators.config).",
+@output_option(
+    "The file to write: .onnx, or .ort (onnxruntime's ORT format, plus NAME.required_operators.config)."
 )
 @click.option(
     "--opset", type=click.IntRange(13, 23), default=defaults.OPSET, show_default=True, help="ONNX opset."
@@ -429,13 +429,7 @@ def _predictor(model: Path, provider: str | None = None):
 @cli.command(context_settings=CONTEXT, short_help="Run an ONNX model with onnxruntime (no TensorFlow).")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Where to write the predictions (.npy).",
-)
+@output_option("Where to write the predictions (.npy).")
 @click.option(
     "--provider", help="Execution provider: cpu, cuda, tensorrt, coreml, ... (default: best available)."
 )
@@ -571,13 +565,7 @@ def inspect(model: Path, as_json: bool) -> None:
 @cli.command(context_settings=CONTEXT, short_help="Store the weights as int8 or float16 (standard ops).")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--mode", type=click.Choice(["int8", "fp16"]), required=True, help="How to store the weights.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The .onnx to write.",
-)
+@output_option("The .onnx to write.")
 @click.option(
     "--max-error",
     type=click.FloatRange(0, 1),
@@ -644,7 +632,7 @@ def quantize(
     "time_steps",
     type=click.IntRange(1, 100_000),
     default=None,
-    help="Time steps to time, for models whose time axis is free.  [default: 10]",
+    help=f"Time steps to time, for models whose time axis is free.  [default: {defaults.TIME_STEPS}]",
 )
 @click.option(
     "--threads",
@@ -747,13 +735,7 @@ def bench(
 @cli.command(context_settings=CONTEXT, short_help="Score data sets on Ray (a local cluster by default).")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("data", nargs=-1, required=True)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="The folder to write.",
-)
+@output_option("The folder to write.", folder=True)
 @click.option(
     "--attention", is_flag=True, help="Also write the attention weights (column attention_weights)."
 )
@@ -822,13 +804,7 @@ def score(
 
 @cli.command(context_settings=CONTEXT, short_help="A static web page that runs the model in the browser.")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="The folder to write.",
-)
+@output_option("The folder to write.", folder=True)
 @click.option(
     "--ort-web",
     type=click.Path(path_type=Path),

@@ -75,3 +75,17 @@ def require_file(path, what: str, hint: str | None = None):
     if path.is_dir():
         raise InputError(f"{path} is a directory, not {what}", hint=hint)
     return path
+
+
+def as_reply(exc: EdgeAttnError) -> dict:
+    """An error as a child process reports it to its parent, as JSON (see ``from_reply``)."""
+    return {"error": exc.message, "hint": exc.hint, "details": exc.details, "kind": type(exc).__name__}
+
+
+def from_reply(reply: dict, default: type[EdgeAttnError]) -> EdgeAttnError:
+    """The error a child process reported (``as_reply``): of its own kind where that is an EdgeAttnError kind,
+    else of ``default``."""
+    kind = globals().get(str(reply.get("kind")))
+    if not (isinstance(kind, type) and issubclass(kind, EdgeAttnError)):
+        kind = default
+    return kind(reply["error"], hint=reply.get("hint"), details=reply.get("details"))

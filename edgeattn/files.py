@@ -56,11 +56,17 @@ def _pause(tmp: Path, fh=None) -> None:
 
 
 def _clean_stale(path: Path) -> None:
+    """Remove the temporary files and folders that dead runs left beside ``path``."""
+    import shutil
+
     for tmp in path.parent.glob(f".{path.name}{TMP_MARK}*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -80,10 +86,11 @@ def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> P
     tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
     try:
         with open(tmp, "wb") as fh:
-            if os.environ.get(PAUSE_ENV):
+            if os.environ.get(PAUSE_ENV):  # tests only: half the bytes, then a pause to be killed in
                 fh.write(data[: len(data) // 2])
                 _pause(tmp, fh)
-            fh.write(data[len(data) // 2 :] if os.environ.get(PAUSE_ENV) else data)
+                data = data[len(data) // 2 :]
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         if force:
@@ -120,11 +127,8 @@ def staged_folder(path: str | os.PathLike, force: bool = False):
     import shutil
 
     path = check_writable_folder(path, force)
+    _clean_stale(path)
     parent = path.parent if str(path.parent) else Path(".")
-    for stale in parent.glob(f".{path.name}{TMP_MARK}*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
     tmp = parent / f".{path.name}{TMP_MARK}{os.getpid()}"
     old = parent / f".{path.name}{TMP_MARK}old-{os.getpid()}"
     try:

@@ -380,6 +380,27 @@ def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:
     return optimized
 
 
+def with_outputs(
+    model: onnx.ModelProto, names, keep: bool = True, dtype: int | None = None
+) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs the named tensors (graph inputs left out); with ``keep``
+    False, only them. ``dtype``: their element type (``onnx.TensorProto.FLOAT``...) where the copy will be
+    described, not only run (onnxruntime infers an untyped output's type)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    if not keep:
+        del copy.graph.output[:]
+    present = {i.name for i in copy.graph.input} | {o.name for o in copy.graph.output}
+    for name in dict.fromkeys(names):
+        if name in present:
+            continue
+        if dtype:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, None))
+        else:  # no type at all (an explicit UNDEFINED is refused)
+            copy.graph.output.add().name = name
+    return copy
+
+
 def prune_dead(model: onnx.ModelProto) -> int:
     """Remove the nodes (and initializers) that no graph output needs. Returns how many nodes went."""
     graph = model.graph

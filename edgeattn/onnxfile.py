@@ -1,7 +1,7 @@
 """ONNX files in: read (contained, external data confined to the model's folder) and opened by onnxruntime.
 
-Below ``verify``, ``sandbox_child``, the commands and ``bench``; the Predictor has its own session code (it must
-stay numpy + onnxruntime only) with the same options.
+Below ``verify``, ``sandbox_child``, the commands and ``bench``; sessions get the Predictor's own options
+(``edgeattn.runtime.session_options``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,16 @@ def open_session(
     else:
         source = model if isinstance(model, bytes) else os.fspath(model)
     return ort.InferenceSession(source, options, providers=resolve_providers(providers))
+
+
+def tensor_values(model: onnx.ModelProto, names, feeds: list[dict]) -> list[dict]:
+    """For each feed, the values of the named tensors of ``model`` (graph inputs too), by name: the graph is
+    run once per feed with them as extra outputs."""
+    from edgeattn.graph import with_outputs
+
+    session = open_session(with_outputs(model, names, keep=False), ["cpu"], threads=1)
+    output_names = [o.name for o in session.get_outputs()]
+    return [{**dict(zip(output_names, session.run(None, feed))), **feed} for feed in feeds]
 
 
 def describe(path: str | os.PathLike) -> dict:

@@ -34,9 +34,8 @@ log = logging.getLogger("edgeattn.runtime")
 ATTENTION_OUTPUT = "attention_weights"
 METADATA_PREFIX = "edgeattn."
 GOLDEN_KEY = "edgeattn.golden"
-GOLDEN_ATOL = (
-    1e-4  # when a golden set records none; equals edgeattn.defaults.ATOL (this file imports nothing)
-)
+# When a golden set records no tolerance; equals edgeattn.defaults.ATOL (this file imports nothing).
+GOLDEN_ATOL = 1e-4
 
 # Short names accepted in ``providers``, mapped to onnxruntime's names.
 PROVIDER_NAMES = {
@@ -497,29 +496,21 @@ class Predictor:
                 f"{os.path.basename(self.path)} has no {ATTENTION_OUTPUT!r} output; "
                 "export it with `edgeattn export --attention-weights`"
             )
-        if type(x) is dict:
-            bound = self._dict_lane(x) if not return_attention else None
-            if bound is not None:  # a model of several inputs: the same lane, one buffer per input
-                binding, buffers, results = bound
-                for name, buffer in buffers.items():
-                    np.copyto(buffer, x[name])
-                self._session.run_with_iobinding(binding)
-                return results[0].copy()
-        else:
-            bound = self._lane(x) if not return_attention else None
-            if bound is not None:  # the common call, with as little Python as possible in the way
-                binding, buffers, results = bound
-                np.copyto(buffers, x)
-                self._session.run_with_iobinding(binding)
-                return results[0].copy()
+        bound = None if return_attention else self._dict_lane(x) if type(x) is dict else self._lane(x)
+        if bound is not None:  # the common call, with as little Python as possible in the way
+            binding, copies, results = bound
+            for buffer, value in copies:
+                np.copyto(buffer, value)
+            self._session.run_with_iobinding(binding)
+            return results[0].copy()
         outputs = self._run(x)
         if return_attention:
             return outputs[0], outputs[self._attention_index]
         return outputs[0]
 
     def _lane(self, x):
-        """The pre-bound (binding, input buffer, output buffers) for x, when x needs no conversion and no
-        chunking and is finite; else None (the general path checks and explains)."""
+        """The pre-bound (binding, (input buffer, x) pairs, output buffers) for x, when x needs no conversion
+        and no chunking and is finite; else None (the general path checks and explains)."""
         if not self._single or type(x) is not np.ndarray or x.dtype is not self._dtype0:
             return None
         cache = getattr(self._local, "bound", None)
@@ -527,7 +518,7 @@ class Predictor:
         if bound is None or (x.dtype.kind == "f" and not self.allow_nonfinite and not _finite(x)):
             return None
         binding, inputs, results = bound
-        return binding, inputs[self._name0], results
+        return binding, ((inputs[self._name0], x),), results
 
     def _dict_lane(self, x: dict):
         """Like ``_lane``, for a dict of arrays (one per input, each of its input's dtype)."""
@@ -542,7 +533,8 @@ class Predictor:
             self.allow_nonfinite or all(a.dtype.kind != "f" or _finite(a) for a in arrays)
         ):
             return None
-        return bound
+        binding, inputs, results = bound
+        return binding, [(inputs[spec.name], a) for spec, a in zip(self.inputs, arrays)], results
 
     __call__ = predict
 
@@ -577,9 +569,8 @@ def check_golden(predictor: Predictor, golden: dict) -> dict:
                 "missing": True,
             }
             continue
-        tolerance = float(
-            golden.get("atols", {}).get(name, atol)
-        )  # a quantized file: what it was accepted with
+        # a quantized file records, per output, the tolerance it was accepted with
+        tolerance = float(golden.get("atols", {}).get(name, atol))
         err = np.abs(got[name].astype(np.float64) - expected.astype(np.float64))
         ok = bool(np.all(err <= tolerance + rtol * np.abs(expected)))
         result["outputs"][name] = {"max_abs": float(err.max(initial=0.0)), "atol": tolerance, "passed": ok}

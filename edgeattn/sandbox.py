@@ -88,8 +88,5 @@ def parse(kind: str, path: str | os.PathLike, shown: str | os.PathLike | None = 
             hint="raise EDGEATTN_PARSE_MEMORY_MB for a trusted file; the limit guards against crafted ones",
         )
     if "error" in reply:
-        kind_of = getattr(errors, reply.get("kind", ""), errors.InputError)
-        if not (isinstance(kind_of, type) and issubclass(kind_of, errors.EdgeAttnError)):
-            kind_of = errors.InputError
-        raise kind_of(reply["error"].replace(read, path), hint=reply.get("hint"))
+        raise errors.from_reply({**reply, "error": reply["error"].replace(read, path)}, errors.InputError)
     return reply

@@ -57,7 +57,7 @@ def _child(kind: str, path: str) -> None:
     try:
         reply = {"model": _child_model, "onnx": _child_onnx}[kind](path)
     except errors.EdgeAttnError as exc:
-        reply = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
+        reply = errors.as_reply(exc)
     except MemoryError:
         reply = {"error": f"{path}: reading it needs more memory than the limit", "memory": True}
     except ImportError as exc:  # an installed library that cannot load: the memory limit is too small for it

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgeattn import graph, onnxfile, verify
+from edgeattn import defaults, graph, onnxfile, verify
 
 PROBE_BATCHES = (2, 3)
 CHECK_BATCH = 5
@@ -35,25 +35,11 @@ def freeze_reshapes(model: onnx.ModelProto, vocab: int | None, length: int | Non
         return 0
     specs = verify.input_specs(model)
     time_free = any(s.time_free for s in specs)
-    base = length or 10
+    base = length or defaults.TIME_STEPS
     sizes = [(b, base) for b in PROBE_BATCHES] + ([(PROBE_BATCHES[0], base + 3)] if time_free else [])
     feeds = [_feed(specs, b, t if time_free else None, vocab) for b, t in sizes]
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    watched = list(dict.fromkeys(name for n in dynamic for name in (n.input[0], n.output[0])))
-    graph_inputs = {i.name for i in model.graph.input}
-    for name in watched:
-        if name not in graph_inputs:
-            probe.graph.output.add().name = name
-    session = onnxfile.open_session(probe, ["cpu"], threads=1)
-    names = [o.name for o in session.get_outputs()]
-    runs = []
-    for feed in feeds:
-        values = dict(zip(names, session.run(None, feed)))
-        values.update(feed)
-        runs.append(values)
+    runs = onnxfile.tensor_values(model, [name for n in dynamic for name in (n.input[0], n.output[0])], feeds)
 
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)

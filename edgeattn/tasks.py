@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeattn import defaults
 
-TIME_STEPS = 10
+TIME_STEPS = defaults.TIME_STEPS
 FEATURES = 1
 
 

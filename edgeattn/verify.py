@@ -8,6 +8,7 @@ prints.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ import onnx
 from edgeattn import defaults, graph
 from edgeattn.errors import InputError, first_line
 from edgeattn.kerasmodel import keras_outputs, layer_outputs, vocab_size, with_layer_outputs
-from edgeattn.onnxfile import load_onnx, open_session
+from edgeattn.onnxfile import LAYER_OUTPUTS_KEY, load_onnx, open_session
 
 DEFAULT_BATCHES = defaults.VERIFY_BATCHES
 DEFAULT_ATOL = defaults.ATOL
@@ -45,9 +46,8 @@ class ParityReport:
     inputs: str
     provider: str
     structure_problems: list[str] = field(default_factory=list)
-    layers: list[OutputParity] = field(
-        default_factory=list
-    )  # each Keras layer's output, in the model's order
+    # each Keras layer's output, in the model's order
+    layers: list[OutputParity] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -138,7 +138,7 @@ def make_cases(
     rng = np.random.default_rng(seed)
     time_free = any(s.time_free for s in specs)
     if lengths is None:
-        base = trained_length or 10
+        base = trained_length or defaults.TIME_STEPS
         lengths = sorted({1, 5, base, 3 * base}) if time_free else [None]
     cases = []
     for length in lengths:
@@ -298,7 +298,7 @@ def verify_against_keras(
     count = len(proto.graph.output)
     layer_map = _layer_map(proto, keras_model, meta) if layers else []
     if layer_map:  # the recorded tensors become extra outputs; Keras gives every layer's output
-        proto = _with_outputs(proto, [tensor for _, tensor in layer_map])
+        proto = graph.with_outputs(proto, [tensor for _, tensor in layer_map], dtype=onnx.TensorProto.FLOAT)
         keras_model = with_layer_outputs(keras_model, [name for name, _ in layer_map])
     specs = input_specs(proto)
     if inputs_file is not None:
@@ -325,23 +325,17 @@ def verify_against_keras(
 
 def _layer_map(proto: onnx.ModelProto, keras_model, meta: dict) -> list[tuple[str, str]]:
     """(Keras layer, ONNX tensor) pairs recorded at export that both sides still have."""
-    import json
-
-    from edgeattn.onnxfile import LAYER_OUTPUTS_KEY
 
     recorded = json.loads(meta.get(LAYER_OUTPUTS_KEY, "[]"))
-    produced = {o for node in proto.graph.node for o in node.output}
+    # tensors the graph computes and does not output already, once each: they become extra outputs in order
+    taken = {o.name for o in proto.graph.output}
+    produced = {o for node in proto.graph.node for o in node.output} - taken
     comparable = {name for name, _ in layer_outputs(keras_model)}
-    return [(name, tensor) for name, tensor in recorded if tensor in produced and name in comparable]
-
-
-def _with_outputs(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    copy.graph.output.extend(
-        onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors
-    )
-    return copy
+    found = {}
+    for name, tensor in recorded:
+        if tensor in produced and name in comparable:
+            found.setdefault(tensor, name)
+    return [(name, tensor) for tensor, name in found.items()]
 
 
 def find_source(model: Path) -> tuple[Path, str]:
@@ -355,9 +349,8 @@ def find_source(model: Path) -> tuple[Path, str]:
     digest = meta.get("edgeattn.source_sha256")
     if not name:
         raise InputError(f"{model} records no source model", hint="pass the Keras file with --keras SRC")
-    candidates = [model.parent / name] + (
-        [model.parent / recorded] if recorded else []
-    )  # relative to the model
+    # beside the model, or where it was relative to the model at export
+    candidates = [model.parent / name] + ([model.parent / recorded] if recorded else [])
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise InputError(

@@ -91,9 +91,8 @@ def build(
             "inputs": {k: _plain(v) for k, v in inputs.items()},
             "outputs": {k: _plain(v) for k, v in outputs.items()},
             "atol": float(golden.get("atol", defaults.ATOL)),
-            "atols": {
-                k: float(v) for k, v in golden.get("atols", {}).items()
-            },  # a quantized file's, per output
+            # a quantized file's accepted tolerance, per output
+            "atols": {k: float(v) for k, v in golden.get("atols", {}).items()},
         },
     }
     files: dict[str, bytes | Path] = {
