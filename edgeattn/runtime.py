@@ -22,6 +22,7 @@ import logging
 import math
 import mmap
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Literal, overload
@@ -227,6 +228,51 @@ def _finite(x: np.ndarray) -> bool:
     A False may also mean that x.x overflowed: callers then run the exact check."""
     v = x.reshape(-1)
     return math.isfinite(v.dot(v))
+
+
+_NO_LANES: dict = {}
+# Inputs up to this size take the byte lane of predict(): copied and checked as bytes, without numpy.
+SMALL_INPUT_BYTES = 1 << 16
+# Per float width: the exponent bits, the exponent's lowest bit, the sign bit.
+_FLOAT_BITS = {
+    2: (0x7C00, 0x0400, 0x8000),
+    4: (0x7F800000, 0x00800000, 0x80000000),
+    8: (0x7FF << 52, 1 << 52, 1 << 63),
+}
+
+
+def _byte_masks(dtype: np.dtype, count: int) -> tuple[int, int, int] | None:
+    """For ``count`` floats of ``dtype``: the integers that ``_finite_bytes`` tests their bytes with."""
+    bits = _FLOAT_BITS.get(dtype.itemsize) if dtype.kind == "f" else None
+    if bits is None:
+        return None
+    lanes = [np.full(count, b, np.dtype(f"u{dtype.itemsize}")).tobytes() for b in bits]
+    exponent, low, sign = (int.from_bytes(lane, sys.byteorder) for lane in lanes)
+    return exponent, low, sign
+
+
+def _finite_bytes(data: bytes, masks: tuple[int, int, int]) -> bool:
+    """Whether the floats in ``data`` are all finite, tested on their bits in one pass of integer arithmetic.
+
+    A float is NaN or infinite when its exponent bits are all ones. Masked to those bits, such a lane is the
+    largest value a lane can hold that does not reach the sign bit; adding the exponent's lowest bit carries
+    into the sign bit in exactly those lanes (and never into the next lane). Exact, and it runs no numpy code
+    between two runs, which on a small model costs more than the check itself (it evicts onnxruntime's code
+    from the CPU's caches).
+    """
+    exponent, low, sign = masks
+    return not ((int.from_bytes(data, sys.byteorder) & exponent) + low) & sign
+
+
+def _bound_runner(session: ort.InferenceSession, binding) -> tuple:
+    """(run, arg) such that ``run(arg, None)`` runs ``session`` on ``binding``: onnxruntime's C++ entry where
+    the build has it (a CPU session needs none of the checks the Python wrapper adds for GPU graph capture,
+    and a small model notices each Python frame), else the public method."""
+    raw = getattr(getattr(session, "_sess", None), "run_with_iobinding", None)
+    inner = getattr(binding, "_iobinding", None)
+    if raw is None or inner is None:
+        return session.run_with_iobinding, binding
+    return raw, inner
 
 
 def encode_array(array: np.ndarray) -> str:
@@ -456,11 +502,13 @@ class Predictor:
         cache = getattr(self._local, "bound", None)
         if cache is None:
             cache = self._local.bound = {}
+            self._local.lanes = {}
         bound = cache.get(key)
         if bound is None:
             outputs = self._session.run(self._output_names, feed)  # also tells the output shapes
             if len(cache) >= 8:
                 cache.clear()
+                self._local.lanes.clear()
             binding = self._session.io_binding()
             inputs = {name: np.empty_like(value, order="C") for name, value in feed.items()}
             results = [np.empty_like(o, order="C") for o in outputs]
@@ -475,11 +523,23 @@ class Predictor:
                 )
                 self._bind = self._single = False
                 return outputs
-            cache[key] = (binding, inputs, results)  # the buffers live as long as their binding
+            # Per input, where predict() puts it: small ones as bytes (with the masks that check them), large
+            # ones as arrays. The buffers live as long as their binding (a memoryview holds its array).
+            slots = {
+                name: (memoryview(buf).cast("B"), _byte_masks(buf.dtype, buf.size))
+                if buf.nbytes <= SMALL_INPUT_BYTES
+                else (buf, None)
+                for name, buf in inputs.items()
+            }
+            cache[key] = (binding, slots, results)
+            view, masks = next(iter(slots.values()))
+            if self._single and type(view) is memoryview:  # predict()'s lane for this shape
+                self._local.lanes[key[0]] = (*_bound_runner(self._session, binding), view, masks, results[0])
             return outputs
-        binding, inputs, results = bound
+        binding, slots, results = bound
         for name, value in feed.items():
-            np.copyto(inputs[name], value)
+            target = slots[name][0]
+            target[:] = value.tobytes() if type(target) is memoryview else value
         self._session.run_with_iobinding(binding)
         return [r.copy() for r in results]
 
@@ -496,32 +556,32 @@ class Predictor:
                 f"{os.path.basename(self.path)} has no {ATTENTION_OUTPUT!r} output; "
                 "export it with `edgeattn export --attention-weights`"
             )
-        bound = None if return_attention else self._dict_lane(x) if type(x) is dict else self._lane(x)
-        if bound is not None:  # the common call, with as little Python as possible in the way
-            binding, copies, results = bound
-            for buffer, value in copies:
-                np.copyto(buffer, value)
-            self._session.run_with_iobinding(binding)
-            return results[0].copy()
+        if type(x) is np.ndarray and not return_attention:  # the common call: no numpy, little Python
+            lane = getattr(self._local, "lanes", _NO_LANES).get(x.shape)
+            if lane is not None and x.dtype is self._dtype0:
+                run, binding, view, masks, result = lane
+                data = x.tobytes()
+                if masks is None or self.allow_nonfinite or _finite_bytes(data, masks):
+                    view[:] = data
+                    run(binding, None)
+                    return result.copy()
+        elif type(x) is dict and not return_attention:
+            bound = self._dict_lane(x)
+            if bound is not None:
+                binding, fills, results = bound
+                for target, source in fills:
+                    target[:] = source
+                self._session.run_with_iobinding(binding)
+                return results[0].copy()
         outputs = self._run(x)
         if return_attention:
             return outputs[0], outputs[self._attention_index]
         return outputs[0]
 
-    def _lane(self, x):
-        """The pre-bound (binding, (input buffer, x) pairs, output buffers) for x, when x needs no conversion
-        and no chunking and is finite; else None (the general path checks and explains)."""
-        if not self._single or type(x) is not np.ndarray or x.dtype is not self._dtype0:
-            return None
-        cache = getattr(self._local, "bound", None)
-        bound = cache.get((x.shape,)) if cache else None
-        if bound is None or (x.dtype.kind == "f" and not self.allow_nonfinite and not _finite(x)):
-            return None
-        binding, inputs, results = bound
-        return binding, ((inputs[self._name0], x),), results
-
     def _dict_lane(self, x: dict):
-        """Like ``_lane``, for a dict of arrays (one per input, each of its input's dtype)."""
+        """The pre-bound (binding, [(target, source) per input], output buffers) for a dict of arrays (one per
+        input, each of its input's dtype) whose shapes are bound and which are finite; else None (the general
+        path checks and explains)."""
         if not self._bind or self.batch_size is not None or len(x) != len(self.inputs):
             return None
         arrays = [x.get(spec.name) for spec in self.inputs]
@@ -529,12 +589,23 @@ class Predictor:
             return None
         cache = getattr(self._local, "bound", None)
         bound = cache.get(tuple([a.shape for a in arrays])) if cache else None
-        if bound is None or not (
-            self.allow_nonfinite or all(a.dtype.kind != "f" or _finite(a) for a in arrays)
-        ):
+        if bound is None:
             return None
-        binding, inputs, results = bound
-        return binding, [(inputs[spec.name], a) for spec, a in zip(self.inputs, arrays)], results
+        binding, slots, results = bound
+        fills = [self._fill(slots[spec.name], a) for spec, a in zip(self.inputs, arrays)]
+        return None if None in fills else (binding, fills, results)
+
+    def _fill(self, slot: tuple, x: np.ndarray):
+        """(target, source) that puts x into its bound buffer, or None when x is not finite (or may not be)."""
+        target, masks = slot
+        if type(target) is memoryview:
+            data = x.tobytes()
+            if masks is not None and not self.allow_nonfinite and not _finite_bytes(data, masks):
+                return None
+            return target, data
+        if x.dtype.kind == "f" and not self.allow_nonfinite and not _finite(x):
+            return None
+        return target, x
 
     __call__ = predict
 

@@ -168,3 +168,27 @@ def test_a_model_of_two_inputs_takes_a_dict_on_both_run_paths(io_binding, tmp_pa
         predictor.predict({"a": a, "b": b})
     with pytest.raises(ValueError, match="missing input"):
         predictor.predict({"a": a})
+
+
+def test_the_fast_lane_refuses_any_nan_or_inf_and_copies_exactly():
+    """From the second call of a shape on, predict() copies and checks the input as bytes (no numpy between two
+    runs); that check must still find a NaN or an infinity in any position, and pass every finite value."""
+    model = str(SEED)
+    predictor = Predictor(model, providers=["cpu"])
+    plain = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(3).random((3, 10, 1), dtype=np.float32)
+    predictor.predict(x)  # binds this shape
+    for position in range(x.size):
+        for bad in (np.nan, np.inf, -np.inf):
+            y = x.copy()
+            y.flat[position] = bad
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                predictor.predict(y)
+    big = x * np.float32(3e38)  # finite; its squares overflow (the large-array check's fast test then fails)
+    tiny = x * np.float32(1e-44)  # subnormal
+    for given in (x, big, tiny, x[::-1], np.asfortranarray(x), -x):
+        want = plain.run(None, {"x": np.ascontiguousarray(given)})[0]
+        np.testing.assert_array_equal(predictor.predict(given), want)
+    allowing = Predictor(model, allow_nonfinite=True)
+    for _ in range(2):  # the second call takes the lane
+        assert np.isfinite(allowing.predict(np.full((3, 10, 1), np.inf, np.float32))).all()
