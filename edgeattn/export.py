@@ -27,6 +27,7 @@ from edgeattn import (
     fusion,
     graph,
     kerasmodel,
+    matmuls,
     onnxfile,
     ortformat,
     recurrent,
@@ -169,18 +170,21 @@ def export(
 
 def _speed_rewrites(proto: onnx.ModelProto, vocab: int | None, steps: int | None) -> None:
     """The graph rewrites that only make the model faster (constant reshape targets, LayerNormalization, plain
-    token lookups). Each checks its own result; one that fails in any other way is skipped, never the export."""
+    token lookups, fewer kernels around attention's products). Each checks its own result; one that fails in
+    any other way is skipped, never the export."""
 
-    def layer_norms() -> int:
+    def feeds() -> list[dict]:
         cases = verify.make_cases(
             verify.input_specs(proto), batches=(2, 5), vocab=vocab, trained_length=steps
         )
-        return fusion.fuse_layer_norms(proto, [case.feed for case in cases])
+        return [case.feed for case in cases]
 
     for rewrite in (
         lambda: shapes.freeze_reshapes(proto, vocab, steps),
-        layer_norms,
+        lambda: fusion.fuse_layer_norms(proto, feeds()),
         lambda: fusion.plain_gather_indices(proto),
+        lambda: matmuls.split_concat_products(proto, feeds()),
+        lambda: matmuls.row_scores(proto, feeds()),
     ):
         before = onnx.ModelProto()
         before.CopyFrom(proto)

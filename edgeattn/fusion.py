@@ -33,12 +33,9 @@ def fuse_layer_norms(model: onnx.ModelProto, feeds: list[dict]) -> int:
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)
     g = rewritten.graph
-    consumers: dict[str, list] = {}
-    for node in g.node:
-        for name in dict.fromkeys(node.input):  # a node that reads a tensor twice (x * x) counts once
-            consumers.setdefault(name, []).append(node)
+    consumers = graph.consumers(g)
     constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    ranks = _ranks(rewritten)
+    ranks = {name: len(shape) for name, shape in graph.inferred_shapes(rewritten).items()}
     fused = 0
     for node in list(g.node):
         match = _match(node, consumers, constants, ranks)
@@ -65,32 +62,12 @@ def fuse_layer_norms(model: onnx.ModelProto, feeds: list[dict]) -> int:
     if not fused:
         return 0
     graph.prune_dead(rewritten)
-    from edgeattn.onnxfile import open_session
+    from edgeattn.onnxfile import output_difference
 
-    before = open_session(model, ["cpu"], threads=1)
-    after = open_session(rewritten, ["cpu"], threads=1)
-    for feed in feeds:
-        for a, b in zip(before.run(None, feed), after.run(None, feed)):
-            if a.shape != b.shape or np.max(np.abs(a.astype(np.float64) - b), initial=0.0) > TOLERANCE:
-                return 0
+    if output_difference(model, rewritten, feeds) > TOLERANCE:
+        return 0
     model.CopyFrom(rewritten)
     return fused
-
-
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    return {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
-
-
-def _only(consumers: dict, name: str, op: str):
-    """The single consumer of ``name``, if it is an ``op``."""
-    users = consumers.get(name, [])
-    return users[0] if len(users) == 1 and users[0].op_type == op else None
-
-
-def _other(node, name: str) -> str:
-    return node.input[1] if node.input[0] == name else node.input[0]
 
 
 def _is_last_axis_mean(node, ranks: dict, constants: dict) -> bool:
@@ -110,9 +87,9 @@ def _affine(name: str, op: str, consumers: dict, constants: dict, chain: list):
     """``name`` through an optional ``op`` with a constant (LayerNormalization's scale or center, which Keras
     leaves out with ``scale=False``/``center=False``): the tensor after it, and the constant or None."""
     users = consumers.get(name, [])
-    if len(users) == 1 and users[0].op_type == op and _other(users[0], name) in constants:
+    if len(users) == 1 and users[0].op_type == op and graph.other_input(users[0], name) in constants:
         chain.append(users[0])
-        return users[0].output[0], constants[_other(users[0], name)]
+        return users[0].output[0], constants[graph.other_input(users[0], name)]
     return name, None
 
 
@@ -129,18 +106,18 @@ def _match(mean, consumers, constants, ranks):
     neg = next((u for u in users if u.op_type == "Neg"), None)
     if sub is None or neg is None or len(users) != 2:
         return None
-    square = _only(consumers, sub.output[0], "Mul")
+    square = graph.only_consumer(consumers, sub.output[0], "Mul")
     if square is None or list(square.input) != [sub.output[0]] * 2:
         return None
-    var = _only(consumers, square.output[0], mean.op_type)
+    var = graph.only_consumer(consumers, square.output[0], mean.op_type)
     if var is None or not _is_last_axis_mean(var, ranks, constants):
         return None
-    add_eps = _only(consumers, var.output[0], "Add")
-    eps = constants.get(_other(add_eps, var.output[0])) if add_eps is not None else None
+    add_eps = graph.only_consumer(consumers, var.output[0], "Add")
+    eps = constants.get(graph.other_input(add_eps, var.output[0])) if add_eps is not None else None
     if eps is None or eps.size != 1:
         return None
-    sqrt = _only(consumers, add_eps.output[0], "Sqrt")
-    recip = _only(consumers, sqrt.output[0], "Reciprocal") if sqrt is not None else None
+    sqrt = graph.only_consumer(consumers, add_eps.output[0], "Sqrt")
+    recip = graph.only_consumer(consumers, sqrt.output[0], "Reciprocal") if sqrt is not None else None
     if recip is None:
         return None
     chain = [mean, sub, square, var, add_eps, sqrt, recip, neg]
@@ -152,8 +129,8 @@ def _match(mean, consumers, constants, ranks):
         return None
     chain += [neg_mul, x_mul]
     shift, beta = _affine(neg_mul.output[0], "Add", consumers, constants, chain)
-    final = _only(consumers, x_mul.output[0], "Add")
-    if final is None or _other(final, x_mul.output[0]) != shift or consumers.get(shift) != [final]:
+    final = graph.only_consumer(consumers, x_mul.output[0], "Add")
+    if final is None or graph.other_input(final, x_mul.output[0]) != shift or consumers.get(shift) != [final]:
         return None
     chain.append(final)
     per_channel = [v for v in (gamma, beta) if v is not None]

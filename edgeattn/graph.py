@@ -263,16 +263,51 @@ def drop_unused_opsets(model: onnx.ModelProto) -> None:
         model.opset_import.remove(opset)
 
 
-def _squeeze_axes(node, initializers: dict) -> list[int] | None:
-    """The constant axes of a Squeeze (opset 13+: an initializer input), or None."""
-    if len(node.input) < 2 or node.input[1] not in initializers:
-        return None
-    return [int(a) for a in np.ravel(numpy_helper.to_array(initializers[node.input[1]]))]
+def axes_of(node, initializers: dict) -> list[int] | None:
+    """A Squeeze's or Unsqueeze's constant axes (an attribute before opset 13, an initializer input from 13
+    on), or None."""
+    if len(node.input) > 1:
+        tensor = initializers.get(node.input[1])
+        return None if tensor is None else [int(a) for a in np.ravel(numpy_helper.to_array(tensor))]
+    axes = attr(node, "axes")
+    return None if axes is None else [int(a) for a in axes]
 
 
-def _attr(node, name: str, default=None):
+def attr(node, name: str, default=None):
+    """A node's attribute value, or ``default``."""
     found = [a for a in node.attribute if a.name == name]
     return onnx.helper.get_attribute_value(found[0]) if found else default
+
+
+def consumers(graph) -> dict[str, list]:
+    """For each tensor, the nodes that read it (a node that reads a tensor twice, x * x, counts once)."""
+    found: dict[str, list] = {}
+    for node in graph.node:
+        for name in dict.fromkeys(node.input):
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def only_consumer(readers: dict, name: str, op: str):
+    """The single node that reads ``name`` (``readers`` from ``consumers``), if it is an ``op``; else None."""
+    users = readers.get(name, [])
+    return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+
+def other_input(node, name: str) -> str:
+    """A two-input node's input that is not ``name``."""
+    return node.input[1] if node.input[0] == name else node.input[0]
+
+
+def inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Each tensor's shape as onnx's shape inference sees it: an int per known axis, None per free one."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    return {
+        v.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
+        for v in values
+        if v.type.tensor_type.HasField("shape")
+    }
 
 
 def _takes_last_step(slice_node, initializers: dict) -> bool:
@@ -323,17 +358,17 @@ def last_step_from_final_state(model: onnx.ModelProto) -> int:
         if (
             rnn is None
             or transpose.op_type != "Transpose"
-            or list(_attr(transpose, "perm", [])) != [1, 0, 2]
+            or list(attr(transpose, "perm", [])) != [1, 0, 2]
             or squeeze.op_type != "Squeeze"
-            or _squeeze_axes(squeeze, initializers) != [1]
+            or axes_of(squeeze, initializers) != [1]
             or rnn.op_type not in RECURRENT_OPS
             or rnn.output[0] != squeeze.input[0]
-            or _attr(rnn, "direction", b"forward") != b"forward"
+            or attr(rnn, "direction", b"forward") != b"forward"
             or (len(rnn.input) > 4 and rnn.input[4])
         ):
             continue
         users = consumers.get(node.output[0], [])
-        if not users or any(u.op_type != "Squeeze" or _squeeze_axes(u, initializers) != [1] for u in users):
+        if not users or any(u.op_type != "Squeeze" or axes_of(u, initializers) != [1] for u in users):
             continue
         while len(rnn.output) < 2:
             rnn.output.append("")
@@ -402,9 +437,9 @@ def with_outputs(
 
 
 def prune_dead(model: onnx.ModelProto) -> int:
-    """Remove the nodes (and initializers) that no graph output needs. Returns how many nodes went."""
+    """Remove the nodes and initializers that no graph output needs. Returns how many nodes went."""
     graph = model.graph
-    needed = {o.name for o in graph.output}
+    needed = {o.name for o in graph.output} | {i.name for i in graph.input}
     keep = []
     for node in reversed(graph.node):
         if any(o in needed for o in node.output):
@@ -414,7 +449,6 @@ def prune_dead(model: onnx.ModelProto) -> int:
     if removed:
         del graph.node[:]
         graph.node.extend(reversed(keep))
-        unused = [t for t in graph.initializer if t.name not in needed]
-        for tensor in unused:
-            graph.initializer.remove(tensor)
+    for tensor in [t for t in graph.initializer if t.name not in needed]:
+        graph.initializer.remove(tensor)
     return removed

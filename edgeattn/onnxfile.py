@@ -78,6 +78,24 @@ def tensor_values(model: onnx.ModelProto, names, feeds: list[dict]) -> list[dict
     return [{**dict(zip(output_names, session.run(None, feed))), **feed} for feed in feeds]
 
 
+def output_difference(first: onnx.ModelProto, second: onnx.ModelProto, feeds: list[dict]) -> float:
+    """The largest absolute difference between the outputs of two models over ``feeds`` (NaN where both give
+    NaN counts as equal; ``inf`` where a shape differs or only one gives NaN): how a graph rewrite shows that it
+    changed nothing but the speed."""
+    import numpy as np
+
+    a, b = (open_session(m, ["cpu"], threads=1) for m in (first, second))
+    worst = 0.0
+    for feed in feeds:
+        for x, y in zip(a.run(None, feed), b.run(None, feed)):
+            if x.shape != y.shape:
+                return float("inf")
+            x, y = x.astype(np.float64), y.astype(np.float64)
+            diff = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
+            worst = max(worst, float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0)))
+    return worst
+
+
 def describe(path: str | os.PathLike) -> dict:
     """What ``edgeattn inspect`` shows of an ONNX file: size, opset, nodes, inputs/outputs, operators,
     initializers (largest first), external data and the ``edgeattn.*`` metadata (without the reference set)."""

@@ -231,8 +231,9 @@ def _finite(x: np.ndarray) -> bool:
 
 
 _NO_LANES: dict = {}
-# Inputs up to this size take the byte lane of predict(): copied and checked as bytes, without numpy.
-SMALL_INPUT_BYTES = 1 << 16
+# Inputs up to this size are copied and checked as bytes, without numpy (see _filler); larger ones, whose runs
+# take long enough that numpy's cost no longer shows, as arrays (the byte check costs ~1.7 us per KiB).
+SMALL_INPUT_BYTES = 4096
 # Per float width: the exponent bits, the exponent's lowest bit, the sign bit.
 _FLOAT_BITS = {
     2: (0x7C00, 0x0400, 0x8000),
@@ -241,27 +242,53 @@ _FLOAT_BITS = {
 }
 
 
-def _byte_masks(dtype: np.dtype, count: int) -> tuple[int, int, int] | None:
-    """For ``count`` floats of ``dtype``: the integers that ``_finite_bytes`` tests their bytes with."""
-    bits = _FLOAT_BITS.get(dtype.itemsize) if dtype.kind == "f" else None
-    if bits is None:
-        return None
-    lanes = [np.full(count, b, np.dtype(f"u{dtype.itemsize}")).tobytes() for b in bits]
-    exponent, low, sign = (int.from_bytes(lane, sys.byteorder) for lane in lanes)
-    return exponent, low, sign
+def _filler(buffer: np.ndarray, check: bool):
+    """``fill(x)``: copies x (of the buffer's shape) into the bound ``buffer`` and returns True, or returns False
+    and copies nothing when x is not of the buffer's dtype or, with ``check``, holds a NaN or an infinity.
 
-
-def _finite_bytes(data: bytes, masks: tuple[int, int, int]) -> bool:
-    """Whether the floats in ``data`` are all finite, tested on their bits in one pass of integer arithmetic.
-
-    A float is NaN or infinite when its exponent bits are all ones. Masked to those bits, such a lane is the
-    largest value a lane can hold that does not reach the sign bit; adding the exponent's lowest bit carries
-    into the sign bit in exactly those lanes (and never into the next lane). Exact, and it runs no numpy code
-    between two runs, which on a small model costs more than the check itself (it evicts onnxruntime's code
-    from the CPU's caches).
+    A small float input is copied and checked as bytes, in one pass of integer arithmetic: a float is NaN or
+    infinite when its exponent bits are all ones; masked to those bits, such a lane is the largest value a lane
+    can hold below the sign bit, so adding the exponent's lowest bit carries into the sign bit in exactly those
+    lanes (and never into the next lane). That is exact, and runs no numpy code between two runs, which on a
+    small model costs more than the check itself (it evicts onnxruntime's code from the CPU's caches).
     """
-    exponent, low, sign = masks
-    return not ((int.from_bytes(data, sys.byteorder) & exponent) + low) & sign
+    dtype = buffer.dtype
+    if buffer.nbytes > SMALL_INPUT_BYTES:
+
+        def fill_array(x) -> bool:
+            if x.dtype is not dtype or (check and not (_finite(x) or np.isfinite(x).all())):
+                return False
+            buffer[...] = x
+            return True
+
+        return fill_array
+    view = memoryview(buffer).cast("B")
+    bits = _FLOAT_BITS.get(dtype.itemsize) if check and dtype.kind == "f" else None
+    if bits is None:
+
+        def fill_bytes(x) -> bool:
+            if x.dtype is not dtype:
+                return False
+            view[:] = x.tobytes()
+            return True
+
+        return fill_bytes
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    exponent, low, sign = (
+        int.from_bytes(np.full(buffer.size, b, unsigned).tobytes(), sys.byteorder) for b in bits
+    )
+    order = sys.byteorder
+
+    def fill_checked_bytes(x) -> bool:
+        if x.dtype is not dtype:
+            return False
+        data = x.tobytes()
+        if ((int.from_bytes(data, order) & exponent) + low) & sign:
+            return False
+        view[:] = data
+        return True
+
+    return fill_checked_bytes
 
 
 def _bound_runner(session: ort.InferenceSession, binding) -> tuple:
@@ -365,7 +392,7 @@ class Predictor:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{self.path} is not a model onnxruntime can load: {first}") from exc
         self.batch_size = batch_size
-        self.allow_nonfinite = allow_nonfinite
+        self._allow_nonfinite = allow_nonfinite
         self.inputs = tuple(_spec(i) for i in self._session.get_inputs())
         self.outputs = tuple(_spec(o) for o in self._session.get_outputs())
         self.providers = tuple(self._session.get_providers())
@@ -389,8 +416,12 @@ class Predictor:
         # The fast lane of predict(): one input, CPU, no chunking; shapes already bound are already checked.
         self._single = self._bind and len(self.inputs) == 1 and batch_size is None
         self._name0 = self.inputs[0].name if self.inputs else None
-        self._dtype0 = self.inputs[0].dtype if self.inputs else None
         self._attention_index = self._output_names.index(ATTENTION_OUTPUT) if self.has_attention else None
+
+    @property
+    def allow_nonfinite(self) -> bool:
+        """Whether NaN and infinite inputs are let through (set when the Predictor is made)."""
+        return self._allow_nonfinite
 
     @property
     def io_binding(self) -> bool:
@@ -418,7 +449,7 @@ class Predictor:
                 x.shape[1:] == tail
                 if tail is not None
                 else all(x.shape[a] == d for a, d in self._fixed[spec.name])
-            ) and (x.dtype.kind != "f" or self.allow_nonfinite or _finite(x)):
+            ) and (x.dtype.kind != "f" or self._allow_nonfinite or _finite(x)):
                 return x
         if isinstance(x, (str, bytes)):
             raise TypeError(
@@ -448,7 +479,7 @@ class Predictor:
             if kind == "f" and not (np.isfinite(arr).all() and np.all(arr == np.round(arr))):
                 raise TypeError(f"input {spec.name!r} takes integer token ids, got non-integer values")
             return arr.astype(spec.dtype, copy=False)
-        if kind == "f" and not self.allow_nonfinite and not np.isfinite(arr).all():
+        if kind == "f" and not self._allow_nonfinite and not np.isfinite(arr).all():
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(
                 f"input {spec.name!r} holds {bad} NaN or infinite value(s); "
@@ -523,24 +554,22 @@ class Predictor:
                 )
                 self._bind = self._single = False
                 return outputs
-            # Per input, where predict() puts it: small ones as bytes (with the masks that check them), large
-            # ones as arrays. The buffers live as long as their binding (a memoryview holds its array).
-            slots = {
-                name: (memoryview(buf).cast("B"), _byte_masks(buf.dtype, buf.size))
-                if buf.nbytes <= SMALL_INPUT_BYTES
-                else (buf, None)
+            # Per input, the function that checks a value and copies it into its buffer (the buffers live as
+            # long as these functions).
+            fills = {
+                name: _filler(buf, buf.dtype.kind == "f" and not self._allow_nonfinite)
                 for name, buf in inputs.items()
             }
-            cache[key] = (binding, slots, results)
-            view, masks = next(iter(slots.values()))
-            if self._single and type(view) is memoryview:  # predict()'s lane for this shape
-                self._local.lanes[key[0]] = (*_bound_runner(self._session, binding), view, masks, results[0])
+            run, arg = _bound_runner(self._session, binding)  # run(arg, None) runs the binding
+            cache[key] = (fills, run, arg, results)
+            if self._single:  # predict()'s lane for this shape
+                self._local.lanes[key[0]] = (fills[self._name0], run, arg, results[0])
             return outputs
-        binding, slots, results = bound
-        for name, value in feed.items():
-            target = slots[name][0]
-            target[:] = value.tobytes() if type(target) is memoryview else value
-        self._session.run_with_iobinding(binding)
+        fills, run, arg, results = bound
+        if not all(fill(feed[name]) for name, fill in fills.items()):
+            # the feed is checked already: only a dtype object other than the buffer's one gets here
+            return self._session.run(self._output_names, feed)
+        run(arg, None)
         return [r.copy() for r in results]
 
     @overload
@@ -558,54 +587,39 @@ class Predictor:
             )
         if type(x) is np.ndarray and not return_attention:  # the common call: no numpy, little Python
             lane = getattr(self._local, "lanes", _NO_LANES).get(x.shape)
-            if lane is not None and x.dtype is self._dtype0:
-                run, binding, view, masks, result = lane
-                data = x.tobytes()
-                if masks is None or self.allow_nonfinite or _finite_bytes(data, masks):
-                    view[:] = data
-                    run(binding, None)
+            if lane is not None:
+                fill, run, arg, result = lane
+                if fill(x):
+                    run(arg, None)
                     return result.copy()
         elif type(x) is dict and not return_attention:
             bound = self._dict_lane(x)
             if bound is not None:
-                binding, fills, results = bound
-                for target, source in fills:
-                    target[:] = source
-                self._session.run_with_iobinding(binding)
-                return results[0].copy()
+                run, arg, result = bound
+                run(arg, None)
+                return result.copy()
         outputs = self._run(x)
         if return_attention:
             return outputs[0], outputs[self._attention_index]
         return outputs[0]
 
     def _dict_lane(self, x: dict):
-        """The pre-bound (binding, [(target, source) per input], output buffers) for a dict of arrays (one per
-        input, each of its input's dtype) whose shapes are bound and which are finite; else None (the general
+        """For a dict of arrays (one per input, each of its input's dtype) whose shapes are bound and which are
+        finite: (run, its argument, first output buffer), the inputs already copied in; else None (the general
         path checks and explains)."""
         if not self._bind or self.batch_size is not None or len(x) != len(self.inputs):
             return None
         arrays = [x.get(spec.name) for spec in self.inputs]
-        if any(type(a) is not np.ndarray or a.dtype is not s.dtype for a, s in zip(arrays, self.inputs)):
+        if any(type(a) is not np.ndarray for a in arrays):
             return None
         cache = getattr(self._local, "bound", None)
         bound = cache.get(tuple([a.shape for a in arrays])) if cache else None
         if bound is None:
             return None
-        binding, slots, results = bound
-        fills = [self._fill(slots[spec.name], a) for spec, a in zip(self.inputs, arrays)]
-        return None if None in fills else (binding, fills, results)
-
-    def _fill(self, slot: tuple, x: np.ndarray):
-        """(target, source) that puts x into its bound buffer, or None when x is not finite (or may not be)."""
-        target, masks = slot
-        if type(target) is memoryview:
-            data = x.tobytes()
-            if masks is not None and not self.allow_nonfinite and not _finite_bytes(data, masks):
-                return None
-            return target, data
-        if x.dtype.kind == "f" and not self.allow_nonfinite and not _finite(x):
+        fills, run, arg, results = bound
+        if not all(fills[spec.name](a) for spec, a in zip(self.inputs, arrays)):
             return None
-        return target, x
+        return run, arg, results[0]
 
     __call__ = predict
 

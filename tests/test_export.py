@@ -29,6 +29,18 @@ def test_graph_is_standard_with_one_fused_lstm(seed_onnx_plain):
     assert len(model.graph.node) <= 25
 
 
+def test_the_attention_products_take_fewer_kernels(seed_onnx):
+    """The seed's Dense over [context, last state] is a Gemm of the parts, and its scores are a row whose
+    Softmax feeds the weighted sum directly (edgeattn.matmuls)."""
+    model = onnx.load(seed_onnx)
+    assert "Concat" not in [n.op_type for n in model.graph.node]
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    assert sorted(n.op_type for n in model.graph.node if softmax.output[0] in n.input) == [
+        "MatMul",
+        "Squeeze",
+    ]
+
+
 def test_batch_axis_is_dynamic_and_io_named(seed_onnx, seed_onnx_plain):
     plain = onnx.load(seed_onnx_plain)
     assert [i.name for i in plain.graph.input] == ["x"]
@@ -145,12 +157,18 @@ def test_the_recorded_source_path_is_relative_to_the_export(seed_keras, tmp_path
 
 
 def test_a_speed_rewrite_that_breaks_is_skipped_not_the_export(seed_keras, tmp_path, monkeypatch):
-    from edgeattn import fusion, shapes
+    from edgeattn import fusion, matmuls, shapes
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("a graph this rewrite cannot handle")
 
-    for module, name in ((shapes, "freeze_reshapes"), (fusion, "fuse_layer_norms"), (fusion, "plain_gather_indices")):  # fmt: skip
+    for module, name in (
+        (shapes, "freeze_reshapes"),
+        (fusion, "fuse_layer_norms"),
+        (fusion, "plain_gather_indices"),
+        (matmuls, "split_concat_products"),
+        (matmuls, "row_scores"),
+    ):
         monkeypatch.setattr(module, name, broken)
     result = export(seed_keras, tmp_path / "seed.onnx")
     assert result.parity.passed and (tmp_path / "seed.onnx").stat().st_size == result.size_bytes

@@ -192,3 +192,28 @@ def test_the_fast_lane_refuses_any_nan_or_inf_and_copies_exactly():
     allowing = Predictor(model, allow_nonfinite=True)
     for _ in range(2):  # the second call takes the lane
         assert np.isfinite(allowing.predict(np.full((3, 10, 1), np.inf, np.float32))).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_the_byte_check_agrees_with_numpy_on_every_kind_of_float(dtype):
+    """The lane's check on a float's bits, against numpy's isfinite: every float16, and the edge values of the
+    wider types (largest, smallest normal and subnormal, signed zeros, infinities, NaN), in every position."""
+    from edgeattn.runtime import _filler
+
+    info = np.finfo(dtype)
+    edges = [0.0, -0.0, info.tiny, info.smallest_subnormal, info.max, -info.max, np.inf, -np.inf, np.nan]
+    values = (
+        np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+        if dtype is np.float16
+        else np.array(edges, dtype)
+    )
+    buffer = np.zeros(3, dtype)
+    fill = _filler(buffer, check=True)
+    for position in range(3):
+        x = np.ones(3, dtype)
+        for value in values:
+            x[position] = value
+            assert fill(x) == bool(np.isfinite(value)), (position, value)
+            if np.isfinite(value):
+                assert buffer.tobytes() == x.tobytes()
+    assert not fill(np.ones(3, np.float32 if dtype is not np.float32 else np.float64))  # another dtype
