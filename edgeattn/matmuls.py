@@ -12,7 +12,9 @@ that follows a Gemm (tanh, relu, sigmoid) into it.
 Attention scores as a column, ``MatMul(X, Unsqueeze(u, -1)) -> Squeeze(-1) -> Softmax`` and, for the weighted
 sum, ``Unsqueeze(w, 1) -> MatMul(., X)``: the same scores as a row, ``MatMul(Unsqueeze(u, 1), X^T)``, whose
 Softmax over the last axis feeds the weighted sum directly (onnxruntime folds the transpose into the product).
-The Squeeze and the Unsqueeze go; where the weights are also a graph output, one Squeeze gives them.
+The Squeeze and the Unsqueeze go; where the weights are also a graph output, one Squeeze gives them. Where the
+query is a product of an LSTM's final state (``MatMul(Squeeze(Y_h, 0), W)``), it is made (batch, 1, H) by a
+transpose that onnxruntime also folds into the product.
 
 A rewritten graph must give the original's outputs on seeded inputs (within 1e-5: sums in another order round
 differently), or it is not used.
@@ -103,7 +105,7 @@ def row_scores(model: onnx.ModelProto, feeds: list[dict]) -> int:
             keys_t, perm = before.input[0], [graph.attr(before, "perm")[i] for i in perm]
         row = f"{weights}__row"
         nodes = [
-            *_axes_node(g, "Unsqueeze", query, f"{s}__row_query", [1], opset),
+            *_row_query(g, query, f"{s}__row_query", consumers, producers, constants, shapes, opset),
             helper.make_node("Transpose", [keys_t], [f"{s}__keys_t"], name=f"{s}__keys_t", perm=perm),
             helper.make_node("MatMul", [f"{s}__row_query", f"{s}__keys_t"], [f"{s}__row"], name=f"{s}__row"),
             helper.make_node("Softmax", [f"{s}__row"], [row], name=row, axis=2),
@@ -123,6 +125,28 @@ def row_scores(model: onnx.ModelProto, feeds: list[dict]) -> int:
         done += 1
     graph.prune_dead(rewritten)
     return _keep_if_same(model, rewritten, done, feeds)
+
+
+def _row_query(g, query: str, out: str, consumers, producers, constants, shapes, opset: int) -> list:
+    """Nodes that give the query u (batch, H) as (batch, 1, H). When u is ``MatMul(Squeeze(h, 0), W)`` with h
+    (1, batch, H), as for an LSTM's final state, and read only here: ``Transpose(MatMul(h, W), [1, 0, 2])``,
+    a transpose onnxruntime folds into the scores' product (one kernel less than Squeeze + Unsqueeze)."""
+    product = producers.get(query)
+    squeeze = producers.get(product.input[0]) if product is not None and product.op_type == "MatMul" else None
+    if (
+        squeeze is not None
+        and squeeze.op_type == "Squeeze"
+        and graph.axes_of(squeeze, constants) == [0]
+        and len(shapes.get(squeeze.input[0]) or ()) == 3
+        and product.input[1] in constants
+        and len(constants[product.input[1]].dims) == 2
+        and len(consumers.get(query, [])) == 1
+    ):
+        return [
+            helper.make_node("MatMul", [squeeze.input[0], product.input[1]], [f"{out}__t"], name=f"{out}__t"),
+            helper.make_node("Transpose", [f"{out}__t"], [out], name=out, perm=[1, 0, 2]),
+        ]
+    return _axes_node(g, "Unsqueeze", query, out, [1], opset)
 
 
 def _column_scores(softmax, consumers, producers, constants, shapes, opset):

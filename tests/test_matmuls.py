@@ -70,9 +70,13 @@ def test_a_concatenation_of_rank_three_parts_is_left_alone():
     assert [n.op_type for n in model.graph.node] == ["Concat", "MatMul", "Add", "Tanh"]
 
 
-def _column_attention(opset: int) -> onnx.ModelProto:
+WQ = RNG.normal(size=(8, 8)).astype(np.float32)
+
+
+def _column_attention(opset: int, query_of_state: bool = False) -> onnx.ModelProto:
     """The seed's attention pooling as tf2onnx writes it: states X (batch, time, 8) and a query u (batch, 8);
-    scores X.u as a column, softmax over time (an output), and the weighted sum of X (an output)."""
+    scores X.u as a column, softmax over time (an output), and the weighted sum of X (an output). With
+    ``query_of_state``, u is ``Squeeze(h, 0) @ WQ`` of a final state h (1, batch, 8), as in the seed model."""
     n = helper.make_node
 
     def axes(op, source, out, value):
@@ -82,7 +86,10 @@ def _column_attention(opset: int) -> onnx.ModelProto:
             )
         return n(op, [source], [out], axes=value), None
 
-    made = [
+    made = (
+        [axes("Squeeze", "h", "h2", [0]), (n("MatMul", ["h2", "wq"], ["u"]), None)] if query_of_state else []
+    )
+    made += [
         axes("Unsqueeze", "u", "u3", [2]),
         (n("MatMul", ["x", "u3"], ["s3"]), None),
         axes("Squeeze", "s3", "s", [2]),
@@ -96,35 +103,46 @@ def _column_attention(opset: int) -> onnx.ModelProto:
         "attention",
         [
             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5, 8]),
-            helper.make_tensor_value_info("u", TensorProto.FLOAT, ["batch", 8]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "batch", 8])
+            if query_of_state
+            else helper.make_tensor_value_info("u", TensorProto.FLOAT, ["batch", 8]),
         ],
         [
             helper.make_tensor_value_info("weights", TensorProto.FLOAT, ["batch", 5]),
             helper.make_tensor_value_info("context", TensorProto.FLOAT, ["batch", 8]),
         ],
-        [constant for _, constant in made if constant is not None],
+        [constant for _, constant in made if constant is not None] + [numpy_helper.from_array(WQ, "wq")],
     )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def _attention_feeds() -> list[dict]:
+def _attention_feeds(query_of_state: bool = False) -> list[dict]:
     return [
-        {"x": RNG.normal(size=(b, 5, 8)).astype(np.float32), "u": RNG.normal(size=(b, 8)).astype(np.float32)}
+        {"x": RNG.normal(size=(b, 5, 8)).astype(np.float32)}
+        | (
+            {"h": RNG.normal(size=(1, b, 8)).astype(np.float32)}
+            if query_of_state
+            else {"u": RNG.normal(size=(b, 8)).astype(np.float32)}
+        )
         for b in (2, 5)
     ]
 
 
+@pytest.mark.parametrize("query_of_state", [False, True], ids=["query input", "query of a final state"])
 @pytest.mark.parametrize("opset", [11, 17])
-def test_attention_scores_become_a_row_that_feeds_the_weighted_sum_directly(opset):
-    model = _column_attention(opset)
-    assert matmuls.row_scores(model, _attention_feeds()) == 1
+def test_attention_scores_become_a_row_that_feeds_the_weighted_sum_directly(opset, query_of_state):
+    model = _column_attention(opset, query_of_state)
+    assert matmuls.row_scores(model, _attention_feeds(query_of_state)) == 1
     nodes = list(model.graph.node)
     softmax = next(n for n in nodes if n.op_type == "Softmax")
     readers = sorted(n.op_type for n in nodes if softmax.output[0] in n.input)
     assert readers == ["MatMul", "Squeeze"]  # the weighted sum, and the weights output
-    assert [n.op_type for n in nodes].count("Unsqueeze") == 1  # the query's; the weights' is gone
-    feed = _attention_feeds()[1]
-    scores = np.einsum("bth,bh->bt", feed["x"], feed["u"])
+    ops = [n.op_type for n in nodes]
+    # the query's Unsqueeze stays for a query input; for a state's, a transpose of its product replaces it
+    assert (ops.count("Unsqueeze"), ops.count("Squeeze")) == ((0, 2) if query_of_state else (1, 2))
+    feed = _attention_feeds(query_of_state)[1]
+    u = feed["h"][0] @ WQ if query_of_state else feed["u"]
+    scores = np.einsum("bth,bh->bt", feed["x"], u)
     weights = np.exp(scores - scores.max(1, keepdims=True))
     weights /= weights.sum(1, keepdims=True)
     got_weights, got_context = _run(model, feed)
