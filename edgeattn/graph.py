@@ -344,10 +344,7 @@ def last_step_from_final_state(model: onnx.ModelProto) -> int:
     graph = model.graph
     producers = _producers(graph)
     initializers = {t.name: t for t in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    readers = consumers(graph)
     rewritten = 0
     for node in list(graph.node):
         if node.op_type != "Slice" or not _takes_last_step(node, initializers):
@@ -367,7 +364,7 @@ def last_step_from_final_state(model: onnx.ModelProto) -> int:
             or (len(rnn.input) > 4 and rnn.input[4])
         ):
             continue
-        users = consumers.get(node.output[0], [])
+        users = readers.get(node.output[0], [])
         if not users or any(u.op_type != "Squeeze" or axes_of(u, initializers) != [1] for u in users):
             continue
         while len(rnn.output) < 2:

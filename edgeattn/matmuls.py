@@ -45,7 +45,7 @@ def split_concat_products(model: onnx.ModelProto, feeds: list[dict]) -> int:
         parts = [shapes.get(name) for name in concat.input]
         if any(p is None or len(p) != 2 or not isinstance(p[1], int) for p in parts):
             continue
-        if graph.attr(concat, "axis") % 2 != 1:
+        if graph.attr(concat, "axis", 0) % 2 != 1:
             continue
         product = graph.only_consumer(consumers, concat.output[0], "MatMul")
         if product is None or product.input[0] != concat.output[0] or product.input[1] not in constants:
