@@ -9,6 +9,7 @@ keep the batch axis dynamic, and match Keras within tolerance on seeded inputs. 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -173,6 +174,7 @@ def _speed_rewrites(proto: onnx.ModelProto, vocab: int | None, steps: int | None
     token lookups, fewer kernels around attention's products). Each checks its own result; one that fails in
     any other way is skipped, never the export."""
 
+    @functools.cache  # the same seeded inputs for every rewrite that checks on them (they keep the inputs)
     def feeds() -> list[dict]:
         cases = verify.make_cases(
             verify.input_specs(proto), batches=(2, 5), vocab=vocab, trained_length=steps

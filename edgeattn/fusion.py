@@ -59,15 +59,9 @@ def fuse_layer_norms(model: onnx.ModelProto, feeds: list[dict]) -> int:
             g.node.remove(n)
         g.node.insert(position, ln)
         fused += 1
-    if not fused:
-        return 0
-    graph.prune_dead(rewritten)
-    from edgeattn.onnxfile import output_difference
+    from edgeattn.onnxfile import take_if_same
 
-    if output_difference(model, rewritten, feeds) > TOLERANCE:
-        return 0
-    model.CopyFrom(rewritten)
-    return fused
+    return fused if fused and take_if_same(model, rewritten, feeds, TOLERANCE) else 0
 
 
 def _is_last_axis_mean(node, ranks: dict, constants: dict) -> bool:

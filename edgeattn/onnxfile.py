@@ -96,6 +96,18 @@ def output_difference(first: onnx.ModelProto, second: onnx.ModelProto, feeds: li
     return worst
 
 
+def take_if_same(model: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: list[dict], atol: float) -> bool:
+    """Let ``model`` become ``rewritten`` (its dead nodes pruned) if their outputs on ``feeds`` differ by at most
+    ``atol`` (``output_difference``); returns whether it did. How each graph rewrite keeps only what is right."""
+    from edgeattn.graph import prune_dead
+
+    prune_dead(rewritten)
+    if output_difference(model, rewritten, feeds) > atol:
+        return False
+    model.CopyFrom(rewritten)
+    return True
+
+
 def describe(path: str | os.PathLike) -> dict:
     """What ``edgeattn inspect`` shows of an ONNX file: size, opset, nodes, inputs/outputs, operators,
     initializers (largest first), external data and the ``edgeattn.*`` metadata (without the reference set)."""

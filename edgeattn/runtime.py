@@ -563,7 +563,7 @@ class Predictor:
             run, arg = _bound_runner(self._session, binding)  # run(arg, None) runs the binding
             cache[key] = (fills, run, arg, results)
             if self._single:  # predict()'s lane for this shape
-                self._local.lanes[key[0]] = (fills[self._name0], run, arg, results[0])
+                self._local.lanes[key[0]] = (fills[self._name0], run, arg, results)
             return outputs
         fills, run, arg, results = bound
         if not all(fill(feed[name]) for name, fill in fills.items()):
@@ -585,19 +585,19 @@ class Predictor:
                 f"{os.path.basename(self.path)} has no {ATTENTION_OUTPUT!r} output; "
                 "export it with `edgeattn export --attention-weights`"
             )
-        if type(x) is np.ndarray and not return_attention:  # the common call: no numpy, little Python
+        lane = None
+        if type(x) is np.ndarray:  # the common call: no numpy, little Python
             lane = getattr(self._local, "lanes", _NO_LANES).get(x.shape)
-            if lane is not None:
-                fill, run, arg, result = lane
-                if fill(x):
-                    run(arg, None)
-                    return result.copy()
-        elif type(x) is dict and not return_attention:
-            bound = self._dict_lane(x)
-            if bound is not None:
-                run, arg, result = bound
-                run(arg, None)
-                return result.copy()
+            if lane is not None and not lane[0](x):
+                lane = None
+        elif type(x) is dict:
+            lane = self._dict_lane(x)
+        if lane is not None:  # (fill, run, its argument, output buffers); the inputs are in
+            lane[1](lane[2], None)
+            results = lane[3]
+            if return_attention:
+                return results[0].copy(), results[self._attention_index].copy()
+            return results[0].copy()
         outputs = self._run(x)
         if return_attention:
             return outputs[0], outputs[self._attention_index]
@@ -605,8 +605,8 @@ class Predictor:
 
     def _dict_lane(self, x: dict):
         """For a dict of arrays (one per input, each of its input's dtype) whose shapes are bound and which are
-        finite: (run, its argument, first output buffer), the inputs already copied in; else None (the general
-        path checks and explains)."""
+        finite: the bound (fills, run, its argument, output buffers), the inputs already copied in; else None
+        (the general path checks and explains)."""
         if not self._bind or self.batch_size is not None or len(x) != len(self.inputs):
             return None
         arrays = [x.get(spec.name) for spec in self.inputs]
@@ -619,7 +619,7 @@ class Predictor:
         fills, run, arg, results = bound
         if not all(fills[spec.name](a) for spec, a in zip(self.inputs, arrays)):
             return None
-        return run, arg, results[0]
+        return fills, run, arg, results
 
     __call__ = predict
 

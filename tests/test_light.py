@@ -217,3 +217,15 @@ def test_the_byte_check_agrees_with_numpy_on_every_kind_of_float(dtype):
             if np.isfinite(value):
                 assert buffer.tobytes() == x.tobytes()
     assert not fill(np.ones(3, np.float32 if dtype is not np.float32 else np.float64))  # another dtype
+
+
+def test_the_attention_weights_come_through_the_lane_as_copies():
+    predictor = Predictor(str(SEED), providers=["cpu"])
+    plain = ort.InferenceSession(str(SEED), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(4).random((2, 10, 1), dtype=np.float32)
+    predictor.predict(x)  # binds this shape
+    y, weights = predictor.predict(x, return_attention=True)
+    predictor.predict(x[::-1].copy(), return_attention=True)  # must not overwrite what was returned
+    want_y, want_weights = plain.run(["y", "attention_weights"], {"x": x})
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(weights, want_weights)
