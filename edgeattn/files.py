@@ -175,17 +175,35 @@ def write_folder_atomic(path: str | os.PathLike, files: dict[str, bytes | Path],
 
 
 def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 of a file; of a folder (a SavedModel), over each file's relative name and sha256, in order."""
     digest = hashlib.sha256()
+    if Path(path).is_dir():
+        for name, file in _folder_files(Path(path)):
+            digest.update(f"{name}\0{sha256_of(file)}\n".encode())
+        return digest.hexdigest()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def _folder_files(folder: Path) -> list[tuple[str, Path]]:
+    """(relative name, path) of every file below ``folder``, sorted; a symbolic link is refused (it could
+    lead out of the folder)."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        for name in sorted(dirs + names):
+            item = Path(root) / name
+            if item.is_symlink():
+                raise InputError(f"{item} is a symbolic link: a model folder must hold its own files")
+        found += [(str((Path(root) / n).relative_to(folder)), Path(root) / n) for n in names]
+    return sorted(found)
+
+
 @contextlib.contextmanager
 def private_copy(path: str | os.PathLike):
-    """Copy ``path`` into a fresh folder that only this user can read (removed afterwards); yields the copy,
-    which keeps the file's name."""
+    """Copy ``path`` (a file, or a folder such as a SavedModel) into a fresh folder that only this user can
+    read (removed afterwards); yields the copy, which keeps the file's name."""
     import shutil
     import tempfile
 
@@ -193,7 +211,13 @@ def private_copy(path: str | os.PathLike):
     try:
         copy = folder / Path(path).name
         try:
-            shutil.copyfile(path, copy)
+            if Path(path).is_dir():
+                for name, file in _folder_files(Path(path)):
+                    (copy / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(file, copy / name)
+                copy.mkdir(exist_ok=True)
+            else:
+                shutil.copyfile(path, copy)
         except OSError as exc:
             raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
         yield copy

@@ -2,6 +2,9 @@
 
 What Keras 3 cannot read in a Keras 2 ``.h5`` config, rewritten in a copy:
 - keys Keras 3 refuses (``time_major``, ``implementation``, MultiHeadAttention's build shapes) are dropped;
+- an old ``Sequential`` (Keras 2.0-2.2: its config a bare list, no ``InputLayer``; the input given on the first
+  layer as ``batch_input_shape``, ``batch_shape``, ``input_shape``, or Keras 1's ``input_dim``/``input_length``)
+  gets the ``InputLayer`` that Keras 2 built from those keys (``input_shape_of``);
 - a ``GRU`` without ``reset_after`` (Keras before 2.1.3) keeps what it computed (``reset_after=False``);
 - ``hard_sigmoid`` stays Keras 2's (``hard_sigmoid_keras2``): Keras 3 redefined it;
 - the ``attention`` package's ``Attention`` (``units``/``score``) becomes ``edgeattn>Attention``, so that
@@ -29,6 +32,10 @@ LEGACY_ACTIVATIONS = {"hard_sigmoid": "hard_sigmoid_keras2"}
 # Keys of one class that Keras 2 wrote and Keras 3 refuses (MultiHeadAttention's build shapes).
 LEGACY_CLASS_KEYS = {"MultiHeadAttention": ("query_shape", "key_shape", "value_shape")}
 CUDNN = {"CuDNNLSTM": "LSTM", "CuDNNGRU": "GRU"}
+# Where Keras 1/2 took a Sequential model's input from its first layer.
+INPUT_KEYS = ("batch_input_shape", "batch_shape", "input_shape", "input_dim", "input_length")
+RECURRENT = frozenset({"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU"})
+WRAPPERS = frozenset({"Bidirectional", "TimeDistributed"})
 TF_OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
 CONSTANT = "_CONSTANT_VALUE"
 TENSOR_SLOT = "__edgeattn_input__"
@@ -61,7 +68,9 @@ def _rewrite(node, result: Rewritten, names: frozenset):
     if not isinstance(node, dict):
         return node
     cls = node.get("class_name")
-    if isinstance(cls, str) and isinstance(node.get("config"), dict):
+    if isinstance(cls, str) and (
+        isinstance(node.get("config"), dict) or (cls == "Sequential" and isinstance(node.get("config"), list))
+    ):
         node = _rewrite_layer(node, result, names)
         layers = node["config"].get("layers")
         if isinstance(layers, list):  # a functional or sequential model: its layers name each other
@@ -87,6 +96,13 @@ def _rewrite(node, result: Rewritten, names: frozenset):
 
 def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
     cls, config = node["class_name"], node["config"]
+    if cls == "Sequential":
+        return _sequential(node)
+    if cls in RECURRENT and ("input_dim" in config or "input_length" in config):
+        # Keras 1's way to give a recurrent layer's input shape; only a Sequential's first layer needs it
+        # (``_sequential``), and Keras 3 refuses the keys
+        config = {k: v for k, v in config.items() if k not in ("input_dim", "input_length")}
+        node = {**node, "config": config}
     if cls in LEGACY_CLASS_KEYS:
         config = {k: v for k, v in config.items() if k not in LEGACY_CLASS_KEYS[cls]}
         node = {**node, "config": config}
@@ -110,10 +126,78 @@ def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
             kinds = [CUDNN[layer["class_name"]] for layer in cudnn.values()]
             # one stored direction when the backward layer mirrors the forward one
             result.cudnn[config.get("name") or node.get("name")] = kinds * (2 if len(inner) == 1 else 1)
-            return {**node, "config": {**config, **{k: _from_cudnn(layer) for k, layer in cudnn.items()}}}
+            node = {**node, "config": {**config, **{k: _from_cudnn(layer) for k, layer in cudnn.items()}}}
+            return _wrapped_with_module(node)
     if cls in TF_OP_LAYERS and isinstance(node.get("inbound_nodes"), list):
         return _tf_op_layer(node, names)
+    if cls in WRAPPERS:
+        return _wrapped_with_module(node)
     return node
+
+
+def _wrapped_with_module(node: dict) -> dict:
+    """A wrapper whose inner layers name their module: Keras 3's ``Bidirectional``/``TimeDistributed`` read
+    them with its new deserializer, which cannot find a bare class name (configs before Keras 2.13 and
+    SavedModel metadata record none)."""
+    config = dict(node["config"])
+    for key in ("layer", "backward_layer"):
+        inner = config.get(key)
+        if isinstance(inner, dict) and "module" not in inner and ">" not in str(inner.get("class_name")):
+            config[key] = {"module": "keras.layers", **inner}
+    return {**node, "config": config}
+
+
+def _sequential(node: dict) -> dict:
+    """A Sequential whose input is an ``InputLayer``, as Keras 3 expects: the one Keras 2 built from its first
+    layer's input keys (the keys then leave that layer). A bare list of layers (Keras 2.0-2.1) becomes
+    ``{"layers": [...]}``."""
+    config = node["config"]
+    if isinstance(config, list):
+        config = {"name": node.get("name") or "sequential", "layers": config}
+    layers = [layer for layer in config.get("layers") or [] if isinstance(layer, dict)]
+    if not layers or layers[0].get("class_name") == "InputLayer" or not isinstance(layers[0].get("config"), dict):
+        return {**node, "config": config}
+    first = layers[0]
+    shape = input_shape_of(first["class_name"], first["config"])
+    if shape is None:
+        return {**node, "config": config}  # no input recorded: the model is built when it is called
+    dtype = first["config"].get("dtype")
+    if first["class_name"] == "Embedding":
+        dtype = "int32"  # Keras 2 cast the Embedding's input to int32 itself; token ids are integers
+    elif not isinstance(dtype, str):
+        dtype = "float32"  # a mixed-precision policy object: the input stays float32
+    name = f"{first['config'].get('name') or 'layer'}_input"
+    input_layer = {"class_name": "InputLayer", "config": {"batch_shape": shape, "dtype": dtype, "name": name}}
+    keep = ("input_dim",) if first["class_name"] == "Embedding" else ()  # there it is the vocabulary size
+    cleaned = {k: v for k, v in first["config"].items() if k not in INPUT_KEYS or k in keep}
+    layers = [input_layer, {**first, "config": cleaned}, *config["layers"][1:]]
+    return {**node, "config": {**config, "layers": layers}}
+
+
+def input_shape_of(cls: str, config: dict) -> list | None:
+    """The batch shape Keras 1/2 gave a Sequential whose first layer has this config, or None if none is
+    recorded. Keras 2's order: ``batch_input_shape``, ``batch_shape``, then ``input_shape`` (batch free), then
+    ``input_dim`` (with ``input_length`` for recurrent layers; an Embedding's ``input_dim`` is its vocabulary
+    and its input is ``(batch, input_length)``)."""
+
+    def shape(value):
+        if isinstance(value, dict) and value.get("class_name") == "__tuple__":
+            value = value.get("items")
+        return list(value) if isinstance(value, (list, tuple)) else None
+
+    for key in ("batch_input_shape", "batch_shape"):
+        if shape(config.get(key)) is not None:
+            return shape(config[key])
+    if shape(config.get("input_shape")) is not None:
+        return [None, *shape(config["input_shape"])]
+    length = config.get("input_length")
+    if cls == "Embedding":
+        return [None, length] if "input_length" in config else None
+    if config.get("input_dim") is None:
+        return None
+    if cls in RECURRENT or cls == "Bidirectional":
+        return [None, length, config["input_dim"]]
+    return [None, config["input_dim"]]
 
 
 def _from_cudnn(node: dict) -> dict:

@@ -96,6 +96,14 @@ def _unsupported_rnn(layer, where: str = "") -> list[str]:
     return problems
 
 
+def is_graph_model(model) -> bool:
+    """A functional or Sequential model (a graph of layers), as opposed to a subclassed one."""
+    import keras
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, (Functional, keras.Sequential))
+
+
 def stand_in(model):
     """The model with every recurrent layer replaced by a marked LSTM; returns (stand-in model, directions)."""
     import keras
@@ -116,6 +124,10 @@ def stand_in(model):
         )
 
     def replace(layer):
+        if isinstance(layer, keras.Model) and not is_graph_model(layer):
+            # A subclassed model cannot be cloned layer by layer; tf2onnx fuses its LSTMs itself, and a GRU
+            # or SimpleRNN inside it stays a Loop, which the structure check then refuses by name.
+            return layer
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=replace)
         if isinstance(layer, keras.layers.TimeDistributed) and isinstance(layer.layer, keras.layers.Dense):
@@ -161,9 +173,11 @@ def swap_nodes(proto: onnx.ModelProto, directions: list[Direction]) -> int:
     for index, node in enumerate(list(graph.node)):
         if node.op_type != "LSTM" or node.input[1] not in initializers:
             continue
+        marks = [np.unique(w) for w in numpy_helper.to_array(initializers[node.input[1]])]
+        if not any(m.size == 1 and m[0] in by_fill for m in marks):
+            continue  # an LSTM converted as it is (inside a subclassed model): its real weights
         found = []
-        for per_direction in numpy_helper.to_array(initializers[node.input[1]]):
-            values = np.unique(per_direction)
+        for values in marks:
             if values.size != 1 or values[0] not in by_fill:
                 raise UnsupportedModelError(
                     f"could not tell which Keras layer the fused node {node.name!r} stands for"
