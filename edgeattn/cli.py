@@ -63,6 +63,14 @@ custom_layers_option = click.option(
     help="Your own layer code, imported so that the model's custom classes load (repeatable). Code you name "
     "here is run; code inside the model file never is.",
 )
+input_spec_option = click.option(
+    "--input-spec",
+    "input_specs",
+    multiple=True,
+    metavar="NAME:DTYPE[AXES]",
+    help='The inputs of a model whose file records none (a subclassed model), e.g. "x:float32[batch,10,1]" '
+    "(repeatable, in the model's input order; batch/time name free axes). Ignored when the file records them.",
+)
 unsafe_option = click.option(
     "--unsafe",
     is_flag=True,
@@ -156,7 +164,7 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
 # -- export -----------------------------------------------------------------------------------------------
 
 
-@cli.command(context_settings=CONTEXT, short_help="Keras (.keras/.h5) -> checked, plain ONNX.")
+@cli.command(context_settings=CONTEXT, short_help="Keras (.keras/.h5/SavedModel) -> checked, plain ONNX.")
 @click.argument("src", type=click.Path(path_type=Path))
 @output_option(
     "The file to write: .onnx, or .ort (onnxruntime's ORT format, plus NAME.required_operators.config)."
@@ -181,6 +189,7 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
 @click.option("--no-golden", is_flag=True, help="Do not store the reference inputs/outputs in the model.")
 @force_option
 @custom_layers_option
+@input_spec_option
 @unsafe_option
 def export(
     src: Path,
@@ -191,9 +200,11 @@ def export(
     no_golden: bool,
     force: bool,
     custom_layers: tuple[str, ...],
+    input_specs: tuple[str, ...],
     unsafe: bool,
 ) -> None:
-    """Export a Keras model (.keras or .h5) to a plain ONNX file, checked before it is written.
+    """Export a Keras model (.keras, .h5 or a SavedModel folder) to a plain ONNX file, checked before it is
+    written.
 
     \b
     The graph must use standard ONNX operators only, hold each recurrent layer as one fused LSTM/GRU/RNN
@@ -205,6 +216,8 @@ def export(
       edgeattn export model.h5 -o model.ort      # for a minimal onnxruntime build
       edgeattn export model.h5 -o model.onnx --custom-layers my_layers.py   # your own layer classes
       edgeattn export model.h5 -o model.onnx --attention-weights=mha        # one of several attention layers
+      edgeattn export my_model/ -o model.onnx     # a SavedModel folder (saved_model.pb, variables/)
+      edgeattn export sub.h5 -o model.onnx --custom-layers my_model.py --input-spec "x:float32[batch,10,1]"
     """
     _quiet_tensorflow()
     from edgeattn.export import ExportOptions
@@ -218,6 +231,7 @@ def export(
         atol=atol,
         golden=not no_golden,
         custom_layers=custom_layers,
+        input_specs=input_specs,
     )
     result = run_export(src, output, options, progress=_progress())
     s = result.summary
@@ -263,7 +277,7 @@ def _ints(value: str) -> tuple[int, ...]:
     "--keras",
     "keras_src",
     type=click.Path(path_type=Path),
-    help="The Keras source (.keras/.h5). Default: the source recorded in the model's metadata.",
+    help="The Keras source (.keras/.h5/SavedModel folder). Default: the source recorded in the model's metadata.",
 )
 @click.option(
     "--golden",
@@ -443,12 +457,15 @@ def predict(
     \b
     INPUT: .npy; .npz (one array, or one per model input); .csv (one sample per row, reshaped to the
     model's per-sample shape, e.g. 10 values per row for the seed model); .json or '-' (JSON on stdin).
+    A text model (exported from a TextVectorization) takes texts: .txt (one text per line), .json (a list
+    of strings) or '-'; they are tokenized as Keras did, by the rules stored in the model.
     OUTPUT: .npy, .csv or .json, by suffix. With --attention the weights are written too: into the .json,
     or beside a .npy/.csv as OUTPUT-STEM.attention_weights.npy/.csv. Nothing is written if INPUT is refused.
     Examples:
       edgeattn predict model.onnx x.npy -o y.npy
       edgeattn predict model.onnx x.csv -o y.json --attention
       echo '[[[0.1],[0.9],[0.2],[0.3],[0.4],[0.5],[0.6],[0.7],[0.8],[0.0]]]' | edgeattn predict model.onnx - -o y.json
+      edgeattn predict text-model.onnx texts.txt -o y.json
     """
     from edgeattn.arrays import encode_outputs, read_input
     from edgeattn.files import check_writable, write_atomic
@@ -458,9 +475,12 @@ def predict(
         raise InputError(
             f"{model} has no attention_weights output", hint="export it with --attention-weights"
         )
-    x = read_input(input_file, predictor.inputs)
+    text = "edgeattn.text" in predictor.metadata  # a text model: INPUT holds texts (edgeattn.textmodel)
+    if text:
+        from edgeattn.textmodel import read_texts
+    x = read_texts(input_file) if text else read_input(input_file, predictor.inputs)
     try:
-        outputs = predictor.predict(x, return_attention=attention)
+        outputs = (predictor.predict_text if text else predictor.predict)(x, return_attention=attention)
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc)) from None
     named = {"y": outputs[0], "attention_weights": outputs[1]} if attention else {"y": outputs}
@@ -520,6 +540,17 @@ def explain(model: Path, input_file: Path, png: Path | None, samples: int, force
 # -- inspect ----------------------------------------------------------------------------------------------
 
 
+# What each value of edgeattn.source_format means (the path the source took at export).
+SOURCE_PATHS = {
+    "keras": "a Keras 3 .keras file",
+    "h5": "a Keras 3 .h5 file",
+    "keras-keras2": "a tf.keras 2 .keras file, its config rewritten for Keras 3",
+    "h5-keras2": "a Keras 2 .h5 file, its config rewritten for Keras 3",
+    "savedmodel-keras": "a Keras 2 SavedModel folder: built from its Keras metadata, weights from variables/",
+    "savedmodel-graph": "a SavedModel folder without a Keras config: its serving signature's graph",
+}
+
+
 @cli.command(context_settings=CONTEXT, short_help="Describe an ONNX model.")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -556,6 +587,12 @@ def inspect(model: Path, as_json: bool) -> None:
         )
     )
     for key, value in meta.items():
+        if key == "edgeattn.text":  # a text model's tokenizer rules: one line, without the vocabulary
+            from edgeattn.textmodel import describe_spec
+
+            value = describe_spec(value)
+        if key == "edgeattn.source_format" and value in SOURCE_PATHS:
+            value = f"{value} ({SOURCE_PATHS[value]})"
         _emit(f"  {key[len('edgeattn.') :]:<20} {value}")
 
 

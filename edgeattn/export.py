@@ -41,6 +41,7 @@ from edgeattn.runtime import encode_array
 
 PREDICTION_OUTPUT = "y"
 LAYER_OUTPUTS_KEY = onnxfile.LAYER_OUTPUTS_KEY
+SOURCE_FORMAT_KEY = "edgeattn.source_format"  # which path the source took (loading.ModelConfig.path_taken)
 DEFAULT_OPSET = defaults.OPSET
 GOLDEN_SAMPLES = 4
 
@@ -55,6 +56,7 @@ class ExportOptions:
     atol: float = verify.DEFAULT_ATOL
     golden: bool = True
     custom_layers: tuple[str, ...] = ()  # the user's layer code: .py files or module names
+    input_specs: tuple = ()  # for a model that records no inputs: "x:float32[batch,10,1]" strings
     layer_outputs: bool = True  # record which ONNX tensor holds each Keras layer's output (verify per layer)
 
 
@@ -86,9 +88,19 @@ def export(
     check_writable(out, options.force)
     if out.suffix.lower() == ".ort":
         check_writable(ortformat.config_path(out), options.force)
+    from edgeattn import tfgraph
+
+    if tfgraph.is_graph_savedmodel(src):  # a SavedModel without a Keras config: its signature's graph
+        return _export_graph_folder(src, out, options, say, start)
     say(f"reading {Path(src).name} (its config is checked before Keras sees it)")
-    loaded = load_model(src, unsafe=options.unsafe, custom_layers=options.custom_layers)
+    loaded = load_model(
+        src, unsafe=options.unsafe, custom_layers=options.custom_layers, input_shapes=options.input_specs
+    )
     keras_model = loaded.model
+    from edgeattn import textmodel
+
+    text = textmodel.split_text(keras_model)  # a leading TextVectorization: export the numeric part
+    keras_model = text.model if text is not None else keras_model
     if options.attention_weights:
         from edgeattn.layers import with_attention_output
 
@@ -147,8 +159,27 @@ def export(
     if not parity:
         raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
 
-    _stamp(proto, loaded.source.path, out, keras_model, options, parity, cases if options.golden else None)
-    proto.metadata_props.add(key=LAYER_OUTPUTS_KEY, value=json.dumps(layer_map))
+    import keras
+
+    keras_facts = {
+        "edgeattn.keras_version": keras.__version__,
+        **({"edgeattn.attention_layer": _attention_layer(keras_model)} if options.attention_weights else {}),
+        SOURCE_FORMAT_KEY: loaded.source.path_taken,
+        LAYER_OUTPUTS_KEY: json.dumps(layer_map),
+    }
+    reference = functools.partial(kerasmodel.keras_outputs, keras_model)
+    _stamp(
+        proto,
+        loaded.source.path,
+        out,
+        reference,
+        options,
+        parity,
+        cases if options.golden else None,
+        keras_facts,
+    )
+    if text is not None:  # what turns a string into the token ids, checked against Keras on test strings
+        proto.metadata_props.add(key=textmodel.TEXT_KEY, value=textmodel.spec_json(text))
     data = proto.SerializeToString()
     ort_max_abs = operators = None
     if out.suffix.lower() == ".ort":
@@ -363,21 +394,21 @@ def _listed(what: str, problems: list[str]) -> tuple[str, list[str]]:
     return f"{what}: {len(problems)} problems:", problems
 
 
-def _stamp(proto, source: Path, out: Path, keras_model, options: ExportOptions, parity, cases) -> None:
-    """Write provenance (and the golden reference set) into ``metadata_props``, keys prefixed ``edgeattn.``."""
-    import keras
+def _stamp(
+    proto, source: Path, out: Path, reference, options: ExportOptions, parity, cases, facts: dict
+) -> None:
+    """Write provenance (and the golden reference set: ``reference``'s outputs on the last parity case) into
+    ``metadata_props``, keys prefixed ``edgeattn.``; ``facts``: what this source's path adds."""
     import tensorflow as tf
     import tf2onnx
 
     meta = {
         "edgeattn.version": __version__,
-        "edgeattn.keras_version": keras.__version__,
         "edgeattn.tensorflow_version": tf.__version__,
         "edgeattn.tf2onnx_version": tf2onnx.__version__,
         "edgeattn.onnx_version": onnx.__version__,
         "edgeattn.opset": str(graph.opset_of(proto)),
         "edgeattn.source": source.name,
-        **({"edgeattn.attention_layer": _attention_layer(keras_model)} if options.attention_weights else {}),
         # relative to the exported file: no path of the machine that exported it
         "edgeattn.source_path": os.path.relpath(source.resolve(), out.resolve().parent),
         "edgeattn.source_sha256": sha256_of(source),
@@ -392,13 +423,13 @@ def _stamp(proto, source: Path, out: Path, keras_model, options: ExportOptions, 
                 "provider": parity.provider,
             }
         ),
+        **facts,
     }
     if cases:
         feed = {k: v[:GOLDEN_SAMPLES] for k, v in cases[-1].feed.items()}
-        outputs = kerasmodel.keras_outputs(keras_model, feed)
         golden = {
             "inputs": {k: encode_array(v) for k, v in feed.items()},
-            "outputs": {o.name: encode_array(a) for o, a in zip(proto.graph.output, outputs)},
+            "outputs": {o.name: encode_array(a) for o, a in zip(proto.graph.output, reference(feed))},
             "atol": options.atol,
         }
         meta["edgeattn.golden"] = json.dumps(golden)
@@ -407,3 +438,118 @@ def _stamp(proto, source: Path, out: Path, keras_model, options: ExportOptions, 
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "edgeattn"
     proto.producer_version = __version__
+
+
+# -- SavedModel folders without a Keras config: the serving signature's graph (edgeattn.tfgraph) ---------
+
+
+def convert_signature(source, opset: int):
+    """The signature converted by tf2onnx (``from_function`` with the signature's input specs); returns the
+    ONNX model and the output keys in the order of its outputs. Ops that tf2onnx cannot convert are refused."""
+    tf = require("tensorflow", "export")
+    tf2onnx = require("tf2onnx", "export")
+    signature, keys = source.function, source.input_keys
+    function = tf.function(lambda *xs: signature(**dict(zip(keys, xs))), input_signature=source.specs)
+    concrete = function.get_concrete_function(*source.specs)
+    with _unsupported_ops() as unsupported:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=source.specs, opset=opset)
+    if unsupported:
+        found = [f"TensorFlow op {op} ({node})" for node, op in unsupported]
+        raise UnsupportedModelError(
+            f"cannot convert: {found[0]}, which tf2onnx has no ONNX form for"
+            if len(found) == 1
+            else f"cannot convert {len(found)} TensorFlow ops, which tf2onnx has no ONNX form for:",
+            details=found if len(found) > 1 else [],
+            hint="nothing was written",
+        )
+    _freeze_captures(proto, concrete)
+    order = [o.name for o in proto.graph.output]
+    if sorted(order) != sorted(source.output_keys):
+        raise UnsupportedModelError(
+            f"tf2onnx named the outputs {order}, the signature {source.output_keys}",
+            hint="nothing was written",
+        )
+    return proto, order
+
+
+def _export_graph_folder(src, out: Path, options, say, start: float):
+    """``edgeattn.export.export`` for a graph SavedModel folder: scan, load, convert, then the same clean-up,
+    structure check, parity (against the signature run by TensorFlow), metadata and atomic write."""
+    from edgeattn import files
+    from edgeattn.tfgraph import SAVED_MODEL, check_folder, load
+
+    src = Path(src)
+    if options.attention_weights:
+        raise UnsupportedModelError(
+            f"{src} has no Keras layers: --attention-weights cannot find an attention layer in it",
+            hint="export it without --attention-weights; a signature output that holds the weights is kept",
+        )
+    if options.custom_layers:
+        raise InputError(f"{src} has no Keras config: --custom-layers does not apply to it")
+    with files.private_copy(src) as copy:
+        say(f"reading {src.name}/{SAVED_MODEL} as data (its ops are checked before TensorFlow loads it)")
+        found = check_folder(copy, unsafe=options.unsafe, shown=src)
+        say(f"loading the SavedModel with TensorFlow (signature {found['signature']!r})")
+        source = load(copy, found, shown=src)
+        say("converting the signature with tf2onnx")
+        proto, order = convert_signature(source, options.opset)
+    before = len(proto.graph.node)
+    count = len(proto.graph.output)
+    output_names = _name_outputs(proto, False, count)
+    graph.drop_zero_initial_states(proto)
+    graph.last_step_from_final_state(proto)
+    proto = graph.optimize_basic(proto)
+    graph.prune_dead(proto)
+    _speed_rewrites(proto, None, source.time_steps)
+    graph.name_dynamic_axes(proto, time_free=source.time_free)
+
+    problems = graph.check_structure(
+        proto, expect_recurrent=found["loops"] or None, expect_outputs=output_names
+    )
+    if problems:
+        message, details = _listed("the exported graph is not fit for the edge", problems)
+        raise CheckFailedError(message, hint="nothing was written", details=details)
+
+    cases = verify.make_cases(verify.input_specs(proto), trained_length=source.time_steps)
+    say(f"checking parity with the SavedModel's signature on {verify.describe(cases)}")
+    parity = verify.compare(
+        source.reference(order), onnxfile.open_session(proto, ["cpu"]), cases, atol=options.atol
+    )
+    if not parity:
+        raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
+
+    from edgeattn.tfgraph import SIGNATURE_KEY, SIGNATURE_OUTPUTS_KEY, SOURCE_FORMAT
+
+    _stamp(
+        proto,
+        src,
+        out,
+        source.reference(order),
+        options,
+        parity,
+        cases if options.golden else None,
+        {
+            SOURCE_FORMAT_KEY: SOURCE_FORMAT,
+            "edgeattn.source_tensorflow_version": source.scan.get("saved_by") or "unknown",
+            SIGNATURE_KEY: source.signature_name,
+            SIGNATURE_OUTPUTS_KEY: json.dumps(order),
+        },
+    )
+    data = proto.SerializeToString()
+    ort_max_abs = operators = None
+    if out.suffix.lower() == ".ort":
+        say("saving in ORT format")
+        data, operators = ortformat.to_ort(proto, out.stem)
+        ort_max_abs = _same_outputs(proto, data, cases)
+    write_atomic(out, data, force=options.force)
+    if operators is not None:
+        write_atomic(ortformat.config_path(out), operators.encode(), force=options.force)
+    return ExportResult(
+        path=out,
+        size_bytes=len(data),
+        summary=graph.summarize(proto),
+        parity=parity,
+        seconds=time.perf_counter() - start,
+        dropped_nodes=before - len(proto.graph.node),
+        ort_max_abs=ort_max_abs,
+    )

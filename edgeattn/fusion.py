@@ -201,10 +201,14 @@ def _maps_ids_like_gather(model, chain: list, source, index, rows: int) -> bool:
     ids = np.arange(-rows, rows)
     ids = np.concatenate([ids, np.zeros((-len(ids)) % width, ids.dtype)])
     dtype = onnx.helper.tensor_dtype_to_np_dtype(source.type.tensor_type.elem_type)
-    x = ids.astype(dtype).reshape((-1,) + (1,) * max(rank - 2, 0) + ((width,) if rank >= 2 else ()))
-    try:
-        (got,) = open_session(probe, ["cpu"], threads=1).run(None, {source.name: x})
-    except Exception:  # a computation this probe cannot run (a shape it cannot take): leave it as it is
-        return False
-    want = np.where(x < 0, x.astype(np.int64) + rows, x)
-    return got.shape == x.shape and bool(np.array_equal(got.astype(np.int64), want))
+    shape = (-1,) + (1,) * max(rank - 2, 0) + ((width,) if rank >= 2 else ())
+    # the ids in order and reversed: a computation of positions (cumsum of ones) matches the first alone
+    for x in (ids.astype(dtype).reshape(shape), ids[::-1].astype(dtype).reshape(shape)):
+        try:
+            (got,) = open_session(probe, ["cpu"], threads=1).run(None, {source.name: x})
+        except Exception:  # a computation this probe cannot run (a shape it cannot take): leave it as it is
+            return False
+        want = np.where(x < 0, x.astype(np.int64) + rows, x)
+        if got.shape != x.shape or not np.array_equal(got.astype(np.int64), want):
+            return False
+    return True

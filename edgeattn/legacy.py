@@ -108,6 +108,10 @@ def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
         node = {**node, "config": config}
     if cls == "Attention" and result.package_attention and is_package_attention(config):
         return {**node, "class_name": "edgeattn>Attention"}
+    if cls in ("Attention", "AdditiveAttention") and "causal" in config:
+        # Keras 2.0-2.4 took causal= at construction; Keras 3 takes use_causal_mask= in the call
+        node = _causal_as_call_argument(node)
+        config = node["config"]
     if cls == "Attention" and config.get("score_mode") == "dot":
         # Keras 3's reader turns a config string that names a function into that function ('dot' ->
         # keras.layers.dot); "dot" is the default, so it is left out.
@@ -135,6 +139,26 @@ def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
     return node
 
 
+def _causal_as_call_argument(node: dict) -> dict:
+    """An attention layer built with Keras 2's ``causal=True`` as Keras 3 says it: ``use_causal_mask=True``
+    in each of its calls (Keras 2 nodes keep call arguments in each entry's fourth element)."""
+    causal = bool(node["config"].get("causal"))
+    node = {**node, "config": {k: v for k, v in node["config"].items() if k != "causal"}}
+    if not causal:
+        return node
+    calls = []
+    for call in node.get("inbound_nodes") or []:
+        if isinstance(call, list):
+            # Keras 3 reads the call arguments of the last entry: each entry gets them
+            call = [
+                [*e[:3], {**(e[3] if len(e) == 4 else {}), "use_causal_mask": True}] for e in _entries(call)
+            ]
+        elif isinstance(call, dict):  # Keras 3's node form
+            call = {**call, "kwargs": {**call.get("kwargs", {}), "use_causal_mask": True}}
+        calls.append(call)
+    return {**node, "inbound_nodes": calls}
+
+
 def _wrapped_with_module(node: dict) -> dict:
     """A wrapper whose inner layers name their module: Keras 3's ``Bidirectional``/``TimeDistributed`` read
     them with its new deserializer, which cannot find a bare class name (configs before Keras 2.13 and
@@ -155,7 +179,11 @@ def _sequential(node: dict) -> dict:
     if isinstance(config, list):
         config = {"name": node.get("name") or "sequential", "layers": config}
     layers = [layer for layer in config.get("layers") or [] if isinstance(layer, dict)]
-    if not layers or layers[0].get("class_name") == "InputLayer" or not isinstance(layers[0].get("config"), dict):
+    if (
+        not layers
+        or layers[0].get("class_name") == "InputLayer"
+        or not isinstance(layers[0].get("config"), dict)
+    ):
         return {**node, "config": config}
     first = layers[0]
     shape = input_shape_of(first["class_name"], first["config"])

@@ -1,8 +1,10 @@
-"""Safe loading of Keras models: ``.keras`` (Keras 3) and ``.h5`` (Keras 3 and Keras 2 era).
+"""Safe loading of Keras models: ``.keras`` (Keras 3), ``.h5`` (Keras 3 and Keras 2 era) and Keras 2
+SavedModel folders that record their Keras config (``edgeattn.savedmodel``).
 
 Nothing from the file is deserialized before its whole config has been read as data (JSON from the ``.keras``
 zip or from the ``model_config`` attribute of the ``.h5``) and checked, recursively, against edgeattn's
-registry of layer classes. Lambda layers, unknown classes and configs that name arbitrary modules or functions
+registry of layer classes. Compile settings (``compile_config``, ``training_config``: loss, optimizer,
+metrics) are dropped before the check: export needs none of them. Lambda layers, unknown classes and configs that name arbitrary modules or functions
 are refused by name unless the caller passes ``unsafe=True``. Classes from the user's own layer code
 (``custom_layers``, see ``edgeattn.custom_layers``) are known too. Legacy (Keras 2) configs are rewritten for
 Keras 3 (``edgeattn.legacy``) and the weights loaded by Keras's own HDF5 reader; ``tf_keras`` is never used.
@@ -16,7 +18,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeattn import files, legacy, sandbox, tfops
+from edgeattn import files, legacy, sandbox, savedmodel, tfops
 from edgeattn.errors import (
     EdgeAttnError,
     InputError,
@@ -37,6 +39,7 @@ KERAS_LAYERS = frozenset(
     ZeroPadding1D UpSampling1D Functional Sequential Model Attention AdditiveAttention MultiHeadAttention
     EinsumDense Identity UnitNormalization GroupNormalization ActivityRegularization CuDNNLSTM CuDNNGRU
     TFOpLambda SlicingOpLambda
+    TextVectorization
     """.split()
 )
 EDGEATTN_LAYERS = frozenset({"Attention", "NadarayaWatson", "TFOp"})
@@ -72,6 +75,10 @@ FUNCTION_MODULES = (
 # Keras op classes (``keras.src.ops.*``, e.g. ``GetItem`` for ``x[:, -1]``) are plain tensor operations.
 KERAS_OP_MODULE = "keras.src.ops."
 LAYER_KEYS = ("layers", "layer", "forward_layer", "backward_layer", "cell", "cells")
+# Beside a model's class_name: how it was trained, which inference never needs (and which may name classes of
+# packages the user no longer has, such as a tensorflow_addons loss).
+COMPILE_KEYS = ("compile_config", "training_config")
+SOURCE_HINT = "give a .keras or .h5 file, or a SavedModel folder (saved_model.pb, variables/)"
 
 
 @dataclass
@@ -79,7 +86,7 @@ class ModelConfig:
     """A model file's config, read as data, not yet deserialized."""
 
     path: Path  # the user's file, as named in messages and metadata
-    format: str  # "keras" or "h5"
+    format: str  # "keras", "h5" or "savedmodel" (a Keras 2 SavedModel folder with its Keras config)
     config: dict
     keras_version: str | None
     layer_classes: list[str] = field(default_factory=list)
@@ -89,16 +96,41 @@ class ModelConfig:
     def legacy(self) -> bool:
         return bool(self.keras_version) and self.keras_version.split(".")[0] in {"1", "2"}
 
+    @property
+    def path_taken(self) -> str:
+        """How the file was read, as the ONNX metadata (``edgeattn.source_format``) and ``inspect`` say it:
+        ``keras``/``h5`` (Keras 3), ``keras-keras2``/``h5-keras2`` (a Keras 2 config rewritten for Keras 3),
+        ``savedmodel-keras`` (a Keras 2 SavedModel built from its Keras metadata and checkpoint)."""
+        if self.format == "savedmodel":
+            return "savedmodel-keras"
+        return f"{self.format}-keras2" if self.legacy else self.format
+
+
+def require_source(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is a model file or a SavedModel folder; else one clear InputError."""
+    path = Path(path)
+    if path.is_dir() and not savedmodel.is_savedmodel(path):
+        raise InputError(
+            f"{path} is a folder without {savedmodel.SAVED_MODEL}: not a SavedModel", hint=SOURCE_HINT
+        )
+    return path if path.is_dir() else require_file(path, "a model file", hint=SOURCE_HINT)
+
 
 def read_config(path: str | os.PathLike, contain: bool = True, *, shown: Path | None = None) -> ModelConfig:
-    """Read the model config of a ``.keras`` or ``.h5`` file as JSON, running nothing.
+    """Read the model config of a ``.keras`` or ``.h5`` file, or of a SavedModel folder's Keras metadata, as
+    JSON, running nothing.
 
     With ``contain`` (and unless ``EDGEATTN_CONTAIN=0``), the file is parsed in a child process first, with
     a time and memory limit (see ``edgeattn.sandbox``). ``shown``: the name to use in messages and in
     ``ModelConfig.path`` when ``path`` is a private copy of the user's file.
     """
-    path = require_file(path, "a model file", hint="give a .keras or .h5 file")
+    path = require_source(path)
     shown = shown or path
+    if path.is_dir():
+        if contain and sandbox.enabled():
+            reply = sandbox.parse("model", path, shown=shown)
+            return ModelConfig(shown, reply["format"], reply["config"], reply["keras_version"], data=path)
+        return _read_savedmodel(path, shown)
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head.startswith(b"PK") or head == b"\x89HDF\r\n\x1a\n":
@@ -115,6 +147,18 @@ def read_config(path: str | os.PathLike, contain: bool = True, *, shown: Path | 
         f"{shown} is neither a .keras (zip) nor an .h5 (HDF5) model file",
         hint="edgeattn reads Keras models saved with model.save('model.keras') or model.save('model.h5')",
     )
+
+
+def _read_savedmodel(data: Path, path: Path) -> ModelConfig:
+    config = savedmodel.keras_config(savedmodel.read_metadata(data, shown=path))
+    if config is None:
+        raise UnsupportedModelError(
+            f"{path} is a SavedModel whose {savedmodel.KERAS_METADATA} records no Keras layers config "
+            "(a subclassed model or a tf.Module)",
+            hint="edgeattn export converts such a folder from its serving signature's graph",
+        )
+    # keras_metadata.pb is written by Keras 2 (tf.keras) only
+    return ModelConfig(path, "savedmodel", _as_dict(path, config), "2", data=data)
 
 
 def _read_keras_zip(data: Path, path: Path) -> ModelConfig:
@@ -159,7 +203,17 @@ def _read_h5(data: Path, path: Path) -> ModelConfig:
 def _as_dict(path: Path, config) -> dict:
     if not isinstance(config, dict) or "class_name" not in config:
         raise InputError(f"{path}: the model config is not a Keras model config")
-    return config
+    return without_compile_settings(config)
+
+
+def without_compile_settings(node):
+    """A copy of a config without the compile settings recorded beside any model's ``class_name``."""
+    if isinstance(node, list):
+        return [without_compile_settings(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    drop = COMPILE_KEYS if "class_name" in node else ()
+    return {k: without_compile_settings(v) for k, v in node.items() if k not in drop}
 
 
 def check_config(config: dict, unsafe: bool = False, custom: frozenset[str] = frozenset()) -> list[str]:
@@ -224,7 +278,11 @@ def _walk(node, is_layer: bool, where: str, found: list[str], problems: list, cu
     for key, value in node.items():
         if key in ("module", "registered_name", "class_name"):
             continue
-        _walk(value, key in LAYER_KEYS, where, found, problems, custom)
+        # a Keras 2.0-2.1 Sequential's config is its bare list of layers
+        holds_layers = key in LAYER_KEYS or (
+            key == "config" and cls == "Sequential" and isinstance(value, list)
+        )
+        _walk(value, holds_layers, where, found, problems, custom)
 
 
 def _is_custom(node: dict, cls: str, custom: frozenset) -> bool:
@@ -263,6 +321,11 @@ def _judge(node: dict, cls: str, is_layer: bool) -> tuple[str, str | None] | Non
             return f"edgeattn>{cls} is not a class edgeattn has", None
     if cls in DATA_MARKERS:
         return None
+    if cls == "TextVectorization" and is_layer:  # its settings: data only, no callable, no file
+        from edgeattn.textmodel import config_problem
+
+        if config_problem(node.get("config")):
+            return config_problem(node.get("config")), None
     if cls in {"Lambda", "__lambda__"}:
         return "a Lambda layer holds Python code", None
     if cls == "function":
@@ -300,27 +363,89 @@ def _judge(node: dict, cls: str, is_layer: bool) -> tuple[str, str | None] | Non
     return None
 
 
+FREE_AXES = ("batch", "time")  # names of free axes in --input-spec (any other name is free too)
+DTYPES = ("float32", "float16", "float64", "int32", "int64", "bool")
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """One input of a model that records none (``--input-spec "x:float32[batch,10,1]"``); free axes are None."""
+
+    name: str
+    dtype: str
+    shape: tuple
+
+
+def parse_input_spec(text: str) -> InputShape:
+    """``NAME:DTYPE[D0,D1,...]`` with whole numbers for fixed axes and names (``batch``, ``time``) for free
+    ones; the first axis is the batch and always free. ``DTYPE`` defaults to float32 (``x[batch,10,1]``)."""
+    import re
+
+    found = re.fullmatch(r"\s*([A-Za-z_][\w./-]*)\s*(?::\s*(\w+))?\s*\[([^\]]*)\]\s*", text)
+    if not found:
+        raise InputError(
+            f"--input-spec {text!r}: expected NAME:DTYPE[AXES], e.g. x:float32[batch,10,1]",
+            hint="axes are whole numbers, or names (batch, time) for free axes",
+        )
+    name, dtype, axes = found.group(1), found.group(2) or "float32", found.group(3)
+    if dtype not in DTYPES:
+        raise InputError(f"--input-spec {text!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    dims = [a.strip() for a in axes.split(",")] if axes.strip() else []
+    if not dims or any(not (d.isdigit() or re.fullmatch(r"[A-Za-z_]\w*", d)) for d in dims):
+        raise InputError(
+            f"--input-spec {text!r}: each axis is a whole number or a name such as batch or time"
+        )
+    shape = tuple(int(d) if d.isdigit() else None for d in dims)
+    return InputShape(name, dtype, (None, *shape[1:]))
+
+
+def _build_inputs(model, input_shapes: tuple, source: ModelConfig):
+    """A model built from a config that records no inputs (a subclassed model): built on ``input_shapes``
+    (and wrapped as a functional model, whose inputs the export reads), or an InputError naming what is
+    missing."""
+    import keras
+
+    try:
+        if model.inputs:
+            return model
+    except (AttributeError, ValueError):
+        pass
+    if not input_shapes:
+        raise InputError(
+            f"{source.path} records no input shapes (a subclassed {type(model).__name__} is built by its "
+            "first call)",
+            hint='give them with --input-spec, e.g. --input-spec "x:float32[batch,10,1]" (once per input)',
+        )
+    inputs = [keras.Input(batch_shape=s.shape, dtype=s.dtype, name=s.name) for s in input_shapes]
+    inputs = inputs[0] if len(inputs) == 1 else inputs
+    return keras.Model(inputs, model(inputs), name=model.name)
+
+
 @dataclass
 class LoadedModel:
     model: object  # keras.Model
     source: ModelConfig
 
 
-def load_model(path: str | os.PathLike, unsafe: bool = False, custom_layers=()) -> LoadedModel:
+def load_model(
+    path: str | os.PathLike, unsafe: bool = False, custom_layers=(), input_shapes: tuple = ()
+) -> LoadedModel:
     """Load a Keras model safely (see the module docstring). Raises ``EdgeAttnError`` kinds.
 
     ``custom_layers``: ``.py`` files or module names holding the user's own layer classes (imported: the
-    user names them, so the user trusts them).
+    user names them, so the user trusts them). ``input_shapes``: ``InputShape``s (or ``--input-spec``
+    strings) for a model whose file records no inputs; a model that records its own ignores them.
 
     The file is copied once into a private folder: the copy is what is checked and what Keras builds from,
     so a file changed on disk between the check and the build cannot slip anything past the check.
     """
-    path = require_file(path, "a model file", hint="give a .keras or .h5 file")
+    path = require_source(path)
+    shapes = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in input_shapes)
     with files.private_copy(path) as copy:
-        return _load_checked(read_config(copy, shown=path), unsafe, custom_layers)
+        return _load_checked(read_config(copy, shown=path), unsafe, custom_layers, shapes)
 
 
-def _load_checked(source: ModelConfig, unsafe: bool, custom_layers) -> LoadedModel:
+def _load_checked(source: ModelConfig, unsafe: bool, custom_layers, input_shapes: tuple = ()) -> LoadedModel:
     user: dict[str, object] = {}
     if custom_layers:
         require("tensorflow", "export")
@@ -340,12 +465,17 @@ def _load_checked(source: ModelConfig, unsafe: bool, custom_layers) -> LoadedMod
         **_registered_aliases(source.config, user),
     }
     try:
-        if source.format == "keras":
+        if source.format == "keras" and source.legacy:
+            model = _load_keras2_zip(source, custom, unsafe, input_shapes)
+        elif source.format == "keras":
             model = keras.saving.load_model(
                 source.data, compile=False, safe_mode=not unsafe, custom_objects=custom
             )
+            model = _build_inputs(model, input_shapes, source)
+        elif source.format == "savedmodel":
+            model = _load_savedmodel(source, custom, unsafe, input_shapes)
         else:
-            model = _load_h5(source, custom, unsafe)
+            model = _load_h5(source, custom, unsafe, input_shapes)
     except EdgeAttnError:
         raise
     except Exception as exc:
@@ -368,19 +498,75 @@ class _Without:
         return getattr(self._model, name)
 
 
-def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format, saving_options, saving_utils
+def _build_legacy(source: ModelConfig, custom: dict, unsafe: bool, input_shapes: tuple = ()):
+    """The model a Keras 2-era config describes, built by Keras 3 (safe mode) after ``legacy.rewrite``: (the
+    model, whose layers take the stored weights; the rewrite; the model to export, which is the same model or,
+    for one that records no inputs, a functional model around it built on ``input_shapes``)."""
+    from keras.src.legacy.saving import saving_options, saving_utils
     from keras.src.saving import serialization_lib
 
     try:
         rewritten = legacy.rewrite(source.config, user_classes=frozenset(custom))
     except ValueError as exc:
         raise UnsupportedModelError(f"{source.path}: {exc}") from None
+    legacy_scope = saving_options.keras_option_scope(use_legacy_config=True)
+    with legacy_scope, serialization_lib.SafeModeScope(not unsafe):
+        model = saving_utils.model_from_config(rewritten.config, custom_objects=custom)
+        return model, rewritten, _build_inputs(model, input_shapes, source)
+
+
+def _load_keras2_zip(source: ModelConfig, custom: dict, unsafe: bool, input_shapes: tuple = ()):
+    """A ``.keras`` written by tf.keras 2.13-2.15: its checked config built as a Keras 2 config (Keras 3
+    cannot import its ``keras.src.engine`` modules), then its ``model.weights.h5`` read by Keras 3, which
+    names the layers' weights as tf.keras did (``layers/lstm/cell/vars/0``)."""
+    model, _, built = _build_legacy(source, custom, unsafe, input_shapes)
+    weights = Path(source.data).parent / "model.weights.h5"
+    with zipfile.ZipFile(source.data) as zf:
+        if "model.weights.h5" not in zf.namelist():
+            raise InputError(f"{source.path} holds no model.weights.h5")
+        weights.write_bytes(zf.read("model.weights.h5"))
+    model.load_weights(weights)
+    return built
+
+
+def _load_savedmodel(source: ModelConfig, custom: dict, unsafe: bool, input_shapes: tuple = ()):
+    """A Keras 2 SavedModel: built from its checked config, weights set from the checkpoint's arrays."""
+    from edgeattn.layers import Attention
+
+    model, rewritten, built = _build_legacy(source, custom, unsafe, input_shapes)
+    nodes = savedmodel.read_metadata(source.data, shown=source.path)
+    stored = savedmodel.layer_weights(source.data, nodes, shown=source.path)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in stored:
+            raise UnsupportedModelError(f"{source.path} holds no weights for the layer {layer.name!r}")
+        pairs = stored[layer.name]
+        if isinstance(layer, Attention):
+            _set_attention_weights(layer, pairs)
+            continue
+        values = [array for _, array in pairs]
+        if layer.name in rewritten.cudnn:
+            values = legacy.cudnn_weights(rewritten.cudnn[layer.name], values)
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [tuple(v.shape) for v in values] != expected:
+            raise UnsupportedModelError(
+                f"{source.path}: layer {layer.name!r} expects weights of shapes {expected}, the checkpoint "
+                f"holds {[tuple(v.shape) for v in values]} ({', '.join(p for p, _ in pairs)})"
+            )
+        layer.set_weights(values)
+    return built
+
+
+def _load_h5(source: ModelConfig, custom: dict, unsafe: bool, input_shapes: tuple = ()):
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format, saving_options
+    from keras.src.saving import serialization_lib
+
+    model, rewritten, built = _build_legacy(source, custom, unsafe, input_shapes)
     with h5py.File(source.data, "r") as f:
         legacy_scope = saving_options.keras_option_scope(use_legacy_config=True)
         with legacy_scope, serialization_lib.SafeModeScope(not unsafe):
-            model = saving_utils.model_from_config(rewritten.config, custom_objects=custom)
             weights = legacy_h5_format.safe_get_h5_group(f, "model_weights")
             stored = {
                 name
@@ -396,11 +582,12 @@ def _load_h5(source: ModelConfig, custom: dict, unsafe: bool):
                 values = legacy_h5_format.load_subset_weights_from_hdf5_group(weights[name])
                 model.get_layer(name).set_weights(legacy.cudnn_weights(kinds, values))
             _attention_weights_by_name(weights, model)
-    return model
+    return built
 
 
 # The ``attention`` package 4.1 named the Luong matrix ``attention_score_vec``; 5.0.0 calls it ``luong_w``.
-SUBLAYER_ALIASES = {"attention_score_vec": "luong_w"}
+# A SavedModel's checkpoint names sub-layers by their Python attribute: 5.0.0 keeps ``attention_vector`` as ``w_c``.
+SUBLAYER_ALIASES = {"attention_score_vec": "luong_w", "w_c": "attention_vector"}
 
 
 def _attention_weights_by_name(group, model) -> None:
@@ -411,18 +598,25 @@ def _attention_weights_by_name(group, model) -> None:
         if not isinstance(layer, Attention) or layer.name not in group:
             continue
         stored = group[layer.name]
-        for name in stored.attrs.get("weight_names", []):
-            name = name.decode("utf-8") if hasattr(name, "decode") else str(name)
-            parts = name.split("/")
-            sub = SUBLAYER_ALIASES.get(parts[-2], parts[-2]) if len(parts) >= 2 else ""
-            target = getattr(layer, sub, None)
-            value = stored[name][()]
-            if target is None or tuple(target.kernel.shape) != value.shape:
-                raise UnsupportedModelError(
-                    f"Attention layer {layer.name!r}: the stored weight {name!r} {value.shape} has no "
-                    f"matching sub-layer (expected {[w.path for w in layer.weights]})"
-                )
-            target.kernel.assign(value)
+        names = [
+            n.decode("utf-8") if hasattr(n, "decode") else str(n)
+            for n in stored.attrs.get("weight_names", [])
+        ]
+        _set_attention_weights(layer, [(name, stored[name][()]) for name in names])
+
+
+def _set_attention_weights(layer, pairs: list) -> None:
+    """Set an Attention layer's kernels from (stored path, array) pairs by the sub-layer each path names."""
+    for name, value in pairs:
+        parts = name.replace(":0", "").split("/")
+        sub = SUBLAYER_ALIASES.get(parts[-2], parts[-2]) if len(parts) >= 2 else ""
+        target = getattr(layer, sub, None)
+        if target is None or tuple(target.kernel.shape) != value.shape:
+            raise UnsupportedModelError(
+                f"Attention layer {layer.name!r}: the stored weight {name!r} {value.shape} has no "
+                f"matching sub-layer (expected {[w.path for w in layer.weights]})"
+            )
+        target.kernel.assign(value)
 
 
 def _build_hint(exc: BaseException, user: dict) -> str:

@@ -35,6 +35,7 @@ log = logging.getLogger("edgeattn.runtime")
 ATTENTION_OUTPUT = "attention_weights"
 METADATA_PREFIX = "edgeattn."
 GOLDEN_KEY = "edgeattn.golden"
+TEXT_KEY = "edgeattn.text"  # a text model's tokenizer rules (JSON; see tokenizer.py)
 # When a golden set records no tolerance; equals edgeattn.defaults.ATOL (this file imports nothing).
 GOLDEN_ATOL = 1e-4
 
@@ -622,6 +623,21 @@ class Predictor:
         return fills, run, arg, results
 
     __call__ = predict
+
+    def predict_text(self, texts, return_attention: bool = False):
+        """``predict`` for a list of strings: a text model (exported from Keras's ``TextVectorization``) tokenizes
+        them as Keras did, in pure Python, by the rules stored in the file (``edgeattn.text``, tokenizer.py)."""
+        if getattr(self, "_tokenizer", None) is None:
+            if TEXT_KEY not in self.metadata:
+                raise ValueError(f"{os.path.basename(self.path)} is not a text model (it has no {TEXT_KEY})")
+            import importlib  # tokenizer.py: beside this file, in the package or copied into an application
+
+            module = importlib.import_module(f"{__package__}.tokenizer" if __package__ else "tokenizer")
+            self._tokenizer = module.Tokenizer.from_json(self.metadata[TEXT_KEY])
+        ids = self._tokenizer(texts)
+        if not ids:
+            raise ValueError("no texts given")
+        return self.predict(np.array(ids, self.inputs[0].dtype).reshape(len(ids), -1), return_attention)
 
     # -- on-device check ----------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import sys
 
 from edgeattn import errors
 
-READERS = {"model": "HDF5/zip", "onnx": "ONNX/onnxruntime"}
+READERS = {"model": "HDF5/zip", "onnx": "ONNX/onnxruntime", "savedmodel": "SavedModel protobuf"}
 
 
 def enabled() -> bool:

@@ -30,7 +30,11 @@ def _child_model(path: str) -> dict:
     from edgeattn.loading import read_config
 
     config = read_config(path, contain=False)
-    if config.format == "h5":
+    if config.format == "savedmodel":
+        from edgeattn.savedmodel import read_all_weights
+
+        read_all_weights(path)
+    elif config.format == "h5":
         _read_everything_h5(path)
     else:
         with zipfile.ZipFile(path) as zf:
@@ -53,9 +57,15 @@ def _child_onnx(path: str) -> dict:
     return {"nodes": nodes}
 
 
+def _child_savedmodel(path: str) -> dict:
+    from edgeattn import tfgraph
+
+    return tfgraph.scan(path, light=True)  # saved_model.pb as data: its ops, checked against the allowlist
+
+
 def _child(kind: str, path: str) -> None:
     try:
-        reply = {"model": _child_model, "onnx": _child_onnx}[kind](path)
+        reply = {"model": _child_model, "onnx": _child_onnx, "savedmodel": _child_savedmodel}[kind](path)
     except errors.EdgeAttnError as exc:
         reply = errors.as_reply(exc)
     except MemoryError:

@@ -85,14 +85,15 @@ def _fields(data: bytes):
 
 
 def read_metadata(folder: str | os.PathLike, shown: Path | None = None) -> list[dict]:
-    """The nodes of ``keras_metadata.pb`` as ``{"path": "root.layer-0", "identifier": ..., "metadata": {...}}``,
-    decoded from the protobuf wire format by hand (``SavedMetadata.nodes``: node_path = 3, identifier = 4,
-    metadata = 5): no TensorFlow, no code. Empty when the folder has no Keras metadata."""
+    """The Keras objects a SavedModel records, as ``{"path": "root.layer-0", "identifier": ..., "metadata":
+    {...}}``, decoded from the protobuf wire format by hand: no TensorFlow, no code. TF 2.4-2.15 write them to
+    ``keras_metadata.pb`` (``SavedMetadata.nodes``: node_path = 3, identifier = 4, metadata = 5); TF 2.0-2.3
+    kept them in ``saved_model.pb``'s object graph (``_object_graph_metadata``). Empty when there are none."""
     folder = Path(folder)
     shown = shown or folder
     path = folder / KERAS_METADATA
     if not path.is_file():
-        return []
+        return _object_graph_metadata(folder / SAVED_MODEL, shown)
     nodes = []
     try:
         for number, kind, value in _fields(path.read_bytes()):
@@ -106,6 +107,58 @@ def read_metadata(folder: str | os.PathLike, shown: Path | None = None) -> list[
             nodes.append(node)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{shown}: {KERAS_METADATA} is damaged: {exc}") from None
+    return nodes
+
+
+def _first(data: bytes, number: int) -> bytes | None:
+    return next((v for n, k, v in _fields(data) if n == number and k == 2), None)
+
+
+def _object_graph_metadata(path: Path, shown: Path) -> list[dict]:
+    """The Keras metadata that TF 2.0-2.3 stored in ``saved_model.pb``: ``SavedModel.meta_graphs`` (2) ->
+    ``MetaGraphDef.object_graph_def`` (7) -> ``SavedObjectGraph.nodes`` (1), each ``SavedObject`` with its
+    ``children`` (1: node_id = 1, local_name = 2) and ``user_object`` (4: identifier = 1, metadata = 3). The
+    path of each node is the first by which the root reaches it, as Keras named them."""
+    if not path.is_file():
+        return []
+    try:
+        meta_graph = _first(path.read_bytes(), 2)
+        graph = _first(meta_graph, 7) if meta_graph is not None else None
+        if graph is None:
+            return []
+        objects = []
+        for number, kind, value in _fields(graph):
+            if number != 1 or kind != 2:
+                continue
+            children, user = [], {}
+            for field, field_kind, item in _fields(value):
+                if field == 1 and field_kind == 2:
+                    ref = {n: v for n, _k, v in _fields(item)}
+                    children.append((ref.get(1, 0), ref.get(2, b"").decode("utf-8")))
+                elif field == 4 and field_kind == 2:
+                    user = {n: v for n, k, v in _fields(item) if k == 2}
+            objects.append((children, user))
+        paths = {0: "root"}
+        queue = [0]
+        while queue:
+            current = queue.pop(0)
+            for child, name in objects[current][0] if current < len(objects) else []:
+                if child not in paths:
+                    paths[child] = f"{paths[current]}.{name}"
+                    queue.append(child)
+        nodes = []
+        for index, (_children, user) in enumerate(objects):
+            identifier = user.get(1, b"").decode("utf-8")
+            if index in paths and identifier.startswith("_tf_keras") and user.get(3):
+                nodes.append(
+                    {
+                        "path": paths[index],
+                        "identifier": identifier,
+                        "metadata": json.loads(user[3].decode("utf-8")),
+                    }
+                )
+    except (ValueError, UnicodeDecodeError, IndexError) as exc:
+        raise InputError(f"{shown}: {SAVED_MODEL} is damaged: {exc}") from None
     return nodes
 
 
@@ -149,7 +202,9 @@ def _reader(folder: Path, shown: Path):
     try:
         return tf.train.load_checkpoint(str(prefix))
     except Exception as exc:  # TensorFlow raises its own error kinds for a damaged bundle
-        raise InputError(f"{shown}: the variables checkpoint cannot be read: {str(exc).splitlines()[0]}") from None
+        raise InputError(
+            f"{shown}: the variables checkpoint cannot be read: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def read_all_weights(folder: str | os.PathLike, shown: Path | None = None) -> int:
@@ -217,7 +272,9 @@ def layer_weights(folder: str | os.PathLike, nodes: list[dict], shown: Path | No
         named = paths_below(layer)
         arrays = [(named.get(c.node_id, c.local_name), value(c.node_id)) for c in listed]
         if any(a is None for _, a in arrays):
-            raise UnsupportedModelError(f"{shown}: layer {name!r} lists a weight the checkpoint does not hold")
+            raise UnsupportedModelError(
+                f"{shown}: layer {name!r} lists a weight the checkpoint does not hold"
+            )
         if arrays:
             weights[name] = arrays
     return weights

@@ -105,6 +105,19 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return [InputSpec(name, shape, dtype) for name, shape, dtype in graph.summarize(model).inputs]
 
 
+def input_shapes_of(model: onnx.ModelProto) -> tuple:
+    """The ONNX model's inputs as ``loading.InputShape``s: what a Keras file that records no inputs (a
+    subclassed model) is built on when it is compared with its export."""
+    from edgeattn.loading import InputShape
+
+    return tuple(
+        InputShape(
+            s.name, s.dtype, tuple(d if isinstance(d, int) and i else None for i, d in enumerate(s.shape))
+        )
+        for s in input_specs(model)
+    )
+
+
 @dataclass(frozen=True)
 class Case:
     description: str
@@ -284,17 +297,29 @@ def verify_against_keras(
 ) -> ParityReport:
     """Check ``onnx_path``'s structure, then its outputs against the Keras model in ``keras_src``; with
     ``layers`` (and an export that recorded them), every Keras layer's output too."""
+    from edgeattn import tfgraph
     from edgeattn.layers import with_attention_output
     from edgeattn.loading import load_model
     from edgeattn.runtime import ATTENTION_OUTPUT
 
+    if tfgraph.is_graph_savedmodel(keras_src):  # no Keras config: the folder's own signature is the reference
+        return _verify_graph_folder(onnx_path, keras_src, batches, lengths, atol, rtol, inputs_file, seed, unsafe,
+                                     providers)  # fmt: skip
     proto = load_onnx(onnx_path)
     problems = graph.check_structure(proto)
-    loaded = load_model(keras_src, unsafe=unsafe, custom_layers=custom_layers)
+    loaded = load_model(
+        keras_src, unsafe=unsafe, custom_layers=custom_layers, input_shapes=input_shapes_of(proto)
+    )
     keras_model = loaded.model
     meta = {p.key: p.value for p in proto.metadata_props}
     if ATTENTION_OUTPUT in [o.name for o in proto.graph.output]:
         keras_model = with_attention_output(keras_model, meta.get("edgeattn.attention_layer"))
+    from edgeattn import textmodel
+
+    if textmodel.has_text_layer(keras_model):  # strings in: Keras's tokens and outputs on test texts
+        return textmodel.verify(proto, keras_model, problems, compare=compare, case=Case, row=OutputParity,
+                                layer_map=_layer_map, atol=atol, rtol=rtol, seed=seed, providers=providers,
+                                layers=layers, inputs_file=inputs_file)  # fmt: skip
     count = len(proto.graph.output)
     layer_map = _layer_map(proto, keras_model, meta) if layers else []
     if layer_map:  # the recorded tensors become extra outputs; Keras gives every layer's output
@@ -351,7 +376,7 @@ def find_source(model: Path) -> tuple[Path, str]:
         raise InputError(f"{model} records no source model", hint="pass the Keras file with --keras SRC")
     # beside the model, or where it was relative to the model at export
     candidates = [model.parent / name] + ([model.parent / recorded] if recorded else [])
-    found = next((c for c in candidates if c.is_file()), None)
+    found = next((c for c in candidates if c.is_file() or (c / "saved_model.pb").is_file()), None)
     if found is None:
         raise InputError(
             f"the source {name} recorded in {model} is neither next to it nor at {recorded}",
@@ -363,3 +388,42 @@ def find_source(model: Path) -> tuple[Path, str]:
             f"warning: {found} is not the file that was exported (sha256 differs); checking it anyway",
         )
     return found, f"source: {found} (sha256 matches the export)"
+
+
+def _verify_graph_folder(
+    onnx_path,
+    folder,
+    batches,
+    lengths=None,
+    atol: float = 1e-4,
+    rtol: float = 0.0,
+    inputs_file=None,
+    seed: int = 0,
+    unsafe: bool = False,
+    providers=None,
+):
+    """``verify.verify_against_keras`` for a graph SavedModel folder: the ONNX model against the folder's
+    signature run by TensorFlow (the folder is scanned first, as for export)."""
+    from edgeattn import files
+    from edgeattn.tfgraph import check_folder, load, output_order
+
+    proto = load_onnx(onnx_path)
+    problems = graph.check_structure(proto)
+    folder = Path(folder)
+    with files.private_copy(folder) as copy:
+        found = check_folder(copy, unsafe=unsafe, shown=folder)
+        source = load(copy, found, shown=folder)
+    order = output_order(proto, source)
+    specs = input_specs(proto)
+    if inputs_file is not None:
+        cases = cases_from_file(inputs_file, specs)
+    else:
+        cases = make_cases(specs, batches=batches, lengths=lengths, seed=seed)
+    try:
+        session = open_session(proto, providers)
+    except Exception as exc:  # onnxruntime's own exception types
+        problems.append(f"onnxruntime cannot load the model: {first_line(exc)}")
+        return ParityReport([], [c.description for c in cases], describe(cases), "none", problems)
+    report = compare(source.reference(order), session, cases, atol=atol, rtol=rtol)
+    report.structure_problems = problems
+    return report

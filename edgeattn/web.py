@@ -85,6 +85,7 @@ def build(
         "inputs": [_spec(*s) for s in summary.inputs],
         "outputs": [_spec(*s) for s in summary.outputs],
         "attention": ATTENTION_OUTPUT in outputs,
+        "text": json.loads(meta["edgeattn.text"]) if "edgeattn.text" in meta else None,  # tokenizer rules
         # token ids for random samples: below the largest id of the reference set (valid for its Embedding)
         "int_high": {k: int(v.max()) + 1 for k, v in inputs.items() if v.dtype.kind in "iu"},
         "golden": {

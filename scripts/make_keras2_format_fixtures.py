@@ -12,8 +12,12 @@ tests/fixtures/savedmodel/ (``model.save("folder")``, Keras 2's default when the
   sm-sequential-gru/     Sequential: GRU(reset_after=False) -> Dense
   sm-custom-layer/       functional LSTM -> the user's own layer (``sm_layers.py``, registered) -> Dense
   sm-bilstm-embedding/   functional: Embedding tokens -> Bidirectional LSTM -> AdditiveAttention -> Dense
+  sm-attention-package/  functional: LSTM -> the ``attention`` package 5.0.0's Attention(units=8) -> Dense
   sm-lambda/             a Lambda whose code writes $EDGEATTN_MARKER when it runs (proved: tf.keras loading
                          the folder runs it); edgeattn must refuse it by name
+  sm23-lstm-attention/   saved by TF 2.3.4 (Python 3.8, ~/.cache/edgeattn-tf23-venv, made when missing): TF 2.0-2.3
+  sm23-sequential-bigru/ wrote no keras_metadata.pb; the Keras metadata sits in saved_model.pb's object graph
+  sm23-causal-attention/ (AdditiveAttention(causal=True), a constructor argument before Keras 3)
 
 tests/fixtures/sequential/ (old Sequential ``.h5``: TF 2.15 saved the model; its ``model_config`` is then
 written as the named Keras version wrote it; the weights are TF 2.15's)
@@ -44,12 +48,78 @@ FIXTURES = ROOT / "tests" / "fixtures"
 VENV = Path(os.environ.get("EDGEATTN_LEGACY_VENV", Path.home() / ".cache" / "edgeattn-legacy-venv"))
 
 
+VENV_TF23 = Path(os.environ.get("EDGEATTN_TF23_VENV", Path.home() / ".cache" / "edgeattn-tf23-venv"))
+
+
 def outside() -> None:
     python = VENV / "bin" / "python"
     if not python.exists():
         sys.exit(f"error: {python} is missing: run scripts/make_legacy_fixtures.py once to create it")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(FIXTURES / "savedmodel")}
+    package = VENV / "attention-5.0.0"  # beside the venv, as scripts/make_legacy_fixtures.py installs it
+    if not package.exists():
+        pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--target", str(package)]
+        subprocess.run([*pip, "attention==5.0.0"], check=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": f"{FIXTURES / 'savedmodel'}:{package}"}
     subprocess.run([str(python), __file__, "--inside"], check=True, env=env)
+    python = VENV_TF23 / "bin" / "python"
+    if not python.exists():
+        print(f"creating {VENV_TF23} (Python 3.8, tensorflow-cpu==2.3.4)", flush=True)
+        subprocess.run(
+            [str(Path.home() / ".pyenv/versions/3.8.18/bin/python"), "-m", "venv", str(VENV_TF23)], check=True
+        )
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "tensorflow-cpu==2.3.4",
+                "h5py<3",
+                "numpy<1.19",
+                "protobuf<3.21",
+            ],
+            check=True,
+        )
+    subprocess.run([str(python), __file__, "--inside-tf23"], check=True, env=env)
+
+
+def inside_tf23() -> None:
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.keras import layers as L
+
+    print(f"TF {tf.__version__}", flush=True)
+    tf.random.set_seed(5)
+    rng = np.random.default_rng(3)
+    floats = rng.uniform(-1, 1, (256, 12, 3)).astype("float32")
+    target = floats.max(axis=(1, 2))[:, None]
+    probe = np.random.default_rng(11).uniform(-1, 1, (6, 12, 3)).astype("float32")
+    out = FIXTURES / "savedmodel"
+
+    def save_folder(name, model):
+        model.compile("adam", "mse")
+        model.fit(floats, target, epochs=3, batch_size=32, verbose=0)
+        folder = out / name
+        shutil.rmtree(folder, ignore_errors=True)
+        model.save(str(folder))
+        assert not (folder / "keras_metadata.pb").exists()
+        np.savez(out / f"{name}.npz", x=probe, y=model.predict(probe))
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        print(f"  savedmodel/{name}: {size:,} bytes (no keras_metadata.pb)", flush=True)
+
+    inp = L.Input((12, 3))
+    h = L.LSTM(16, return_sequences=True)(inp)
+    context = L.GlobalAveragePooling1D()(L.Attention()([h, h]))
+    save_folder("sm23-lstm-attention", tf.keras.Model(inp, L.Dense(1)(context)))
+    model = tf.keras.Sequential(
+        [L.Bidirectional(L.GRU(6, return_sequences=True), input_shape=(12, 3)), L.Flatten(), L.Dense(1)]
+    )
+    save_folder("sm23-sequential-bigru", model)
+    inp = L.Input((12, 3))
+    h = L.GRU(8, return_sequences=True)(inp)
+    context = L.AdditiveAttention(causal=True)([h, h])  # Keras 2.3's causal= (Keras 3: use_causal_mask=)
+    save_folder("sm23-causal-attention", tf.keras.Model(inp, L.Dense(1)(L.Flatten()(context))))
 
 
 def inside() -> None:
@@ -121,6 +191,13 @@ def inside() -> None:
     context = L.GlobalAveragePooling1D()(L.AdditiveAttention()([h, h]))
     model = fit(tf.keras.Model(inp, L.Dense(1, activation="sigmoid")(context)), tokens, token_target)
     save_folder("sm-bilstm-embedding", model, probe_tokens)
+
+    from attention import Attention  # the attention package 5.0.0
+
+    inp = L.Input((12, 3))
+    h = L.LSTM(16, return_sequences=True)(inp)
+    model = fit(tf.keras.Model(inp, L.Dense(1)(Attention(8, score="luong")(h))), floats, target)
+    save_folder("sm-attention-package", model, probe_floats)
 
     import tempfile
 
@@ -196,7 +273,9 @@ def inside() -> None:
     rewrite_h5("k20-list-gru", model, probe_floats, "2.0.8", as_list)
 
     model = fit(tf.keras.Sequential([L.Input((12, 3)), L.LSTM(8), L.Dense(1)]), floats, target)
-    rewrite_h5("k1-input-dim-lstm", model, probe_floats, "2.1.6", lambda c: first(c, input_dim=3, input_length=12))
+    rewrite_h5(
+        "k1-input-dim-lstm", model, probe_floats, "2.1.6", lambda c: first(c, input_dim=3, input_length=12)
+    )
 
     model = fit(
         tf.keras.Sequential([L.Input((12, 3)), L.Dense(4, activation="tanh"), L.Flatten(), L.Dense(1)]),
@@ -229,7 +308,9 @@ def inside() -> None:
 
 
 if __name__ == "__main__":
-    if "--inside" in sys.argv:
+    if "--inside-tf23" in sys.argv:
+        inside_tf23()
+    elif "--inside" in sys.argv:
         inside()
     else:
         outside()

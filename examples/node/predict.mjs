@@ -6,9 +6,14 @@
 //
 // INPUT is JSON: nested arrays for a one-input model, or {"name": nested arrays, ...}. The output is one JSON
 // object on stdout: {"outputs": {"y": nested arrays, "attention_weights": ...}, "ms": time of the run}.
+// A text model (exported from Keras's TextVectorization) takes texts: a JSON list of strings, or a .txt file with one
+// text per line; they are tokenized as Keras did, by the rules stored in the model (the Tokenizer of
+// edgeattn/web_assets/edgeattn.js), and the output also holds the token ids ("ids").
+//   node examples/node/predict.mjs text-model.onnx texts.txt
 // Errors: one line "error: ..." on stderr and exit code 2 (bad input) or 1.
 import { readFileSync } from "node:fs";
 import * as ort from "onnxruntime-node";
+import { Tokenizer, onnxMetadata } from "../../edgeattn/web_assets/edgeattn.js";
 
 const TYPED = { float32: Float32Array, float64: Float64Array, int32: Int32Array, int64: BigInt64Array };
 
@@ -29,13 +34,22 @@ class UsageError extends Error {}
 async function main([modelPath, inputPath]) {
   if (!modelPath || !inputPath) throw new UsageError("usage: node examples/node/predict.mjs MODEL.onnx INPUT.json|-");
   const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1 });
+  const textSpec = onnxMetadata(readFileSync(modelPath))["edgeattn.text"];
   let given;
+  let ids;
   try {
-    given = JSON.parse(readFileSync(inputPath === "-" ? 0 : inputPath, "utf8"));
+    const raw = readFileSync(inputPath === "-" ? 0 : inputPath, "utf8");
+    given = textSpec && inputPath.endsWith(".txt") ? raw.replace(/\n$/, "").split("\n") : JSON.parse(raw);
   } catch (err) {
     throw new UsageError(`${inputPath}: ${err.message}`);
   }
   const specs = session.inputMetadata;
+  if (textSpec) {
+    if (!Array.isArray(given) || !given.every((t) => typeof t === "string"))
+      throw new UsageError(`${inputPath}: a text model takes a JSON list of strings or a .txt file`);
+    ids = new Tokenizer(JSON.parse(textSpec)).encode(given);
+    given = ids;
+  }
   if (specs.length === 1 && Array.isArray(given)) given = { [specs[0].name]: given };
   const feeds = {};
   for (const spec of specs) {
@@ -54,7 +68,7 @@ async function main([modelPath, inputPath]) {
   const results = await session.run(feeds);
   const ms = performance.now() - start;
   const outputs = Object.fromEntries(session.outputNames.map((n) => [n, nested(results[n].data, results[n].dims)]));
-  process.stdout.write(JSON.stringify({ outputs, ms }) + "\n");
+  process.stdout.write(JSON.stringify(ids ? { outputs, ids, ms } : { outputs, ms }) + "\n");
 }
 
 main(process.argv.slice(2)).catch((err) => {

@@ -1,0 +1,407 @@
+"""Text models: a Keras model that starts with ``TextVectorization`` (``output_mode="int"``).
+
+The export takes the model's numeric part (int64 token ids in, the model's outputs out) and stores in the ONNX
+file, as JSON under ``metadata_props`` key ``edgeattn.text``, what turns a string into those ids: the
+vocabulary, the mask/OOV/padding rules, ``output_sequence_length``, the standardize and split settings. The
+Python tokenizer (``edgeattn.tokenizer``) and the JavaScript one (``web_assets/edgeattn.js``) follow it.
+
+Here: the config check (run on the file's config as data, before Keras sees it), finding the leading layer in a
+loaded model, the numeric sub-model, the spec, and the parity check on strings: Keras's tokens (the layer, run
+by TensorFlow) against the tokenizer's, and Keras's outputs on the strings against onnxruntime's on the
+tokenizer's ids. Keras and TensorFlow are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError
+from edgeattn.tokenizer import PUNCTUATION, SPEC_VERSION, SPLIT, STANDARDIZE, WHITESPACE, Tokenizer
+
+TEXT_KEY = "edgeattn.text"
+LAYER = "TextVectorization"
+# Config keys of a TextVectorization that may hold a string, and the values each may take.
+STRING_SETTINGS = {
+    "standardize": STANDARDIZE,
+    "split": SPLIT,
+    "output_mode": ("int",),
+    "encoding": ("utf-8",),
+    "dtype": ("float32", "float16", "bfloat16", "float64", "string", "mixed_float16", "mixed_bfloat16"),
+}
+EXAMPLES = 8  # Keras's own tokens on this many test strings travel in the spec (for tokenizers' self-checks)
+
+
+# -- the config, as data ----------------------------------------------------------------------------------
+
+
+def config_problem(config) -> str | None:
+    """Why a ``TextVectorization`` config (the file's JSON) is refused, or None. Nothing is deserialized."""
+    if not isinstance(config, dict):
+        return "its config is not a JSON object"
+    for key in ("standardize", "split"):
+        value = config.get(key, STANDARDIZE[1] if key == "standardize" else SPLIT[1])
+        if value not in STRING_SETTINGS[key]:
+            what = "a custom callable" if not isinstance(value, str) else repr(value)
+            return (
+                f"{key} is {what}; edgeattn exports only {', '.join(map(str, STRING_SETTINGS[key]))} "
+                "(code from the model file is never run)"
+            )
+    if config.get("output_mode", "int") != "int":
+        return f"output_mode is {config.get('output_mode')!r}; edgeattn exports only output_mode='int'"
+    if config.get("ngrams") is not None:
+        return f"ngrams is {config.get('ngrams')!r}; edgeattn exports only ngrams=None"
+    vocabulary = config.get("vocabulary")
+    if isinstance(vocabulary, str):
+        return f"its vocabulary names the file {vocabulary!r}; only a vocabulary stored in the model is read"
+    if vocabulary is not None and not (
+        isinstance(vocabulary, list) and all(isinstance(t, str) for t in vocabulary)
+    ):
+        return "its vocabulary is not a list of strings"
+    if config.get("idf_weights") is not None:
+        return "it holds idf_weights (tf-idf), which output_mode='int' does not use"
+    if config.get("ragged") or config.get("sparse"):
+        return "ragged or sparse output is not a dense tensor of token ids"
+    for key, value in config.items():
+        if isinstance(value, str) and key != "name" and value not in STRING_SETTINGS.get(key, ()):
+            return f"its setting {key}={value!r} is a string edgeattn does not know (it could name a file)"
+    return None
+
+
+# -- the loaded model -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextPart:
+    layer: object  # the keras TextVectorization layer
+    model: object  # the numeric part: int64 token ids -> the model's outputs
+    full: object  # the whole model: strings -> outputs
+    spec: dict  # what the tokenizers follow (``edgeattn.text``), without the examples
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self.spec)
+
+
+def has_text_layer(keras_model) -> bool:
+    from keras.layers import TextVectorization
+
+    from edgeattn.kerasmodel import walk_layers
+
+    return any(isinstance(layer, TextVectorization) for layer in walk_layers(keras_model))
+
+
+def split_text(keras_model) -> TextPart | None:
+    """The text part of a model that starts with a ``TextVectorization``: None for a model without one;
+    ``UnsupportedModelError`` naming the layer for one the tokenizers cannot follow or that is not at the start
+    (the only consumer of the model's only input)."""
+    import keras
+
+    from edgeattn.kerasmodel import walk_layers
+
+    found = [layer for layer in walk_layers(keras_model) if isinstance(layer, keras.layers.TextVectorization)]
+    if not found:
+        return None
+    layer = found[0]
+    hint = (
+        "edgeattn exports a TextVectorization that is the model's first layer, fed by its only (string) input"
+    )
+    graph = getattr(keras_model, "_functional", None) or keras_model  # a Sequential keeps its graph there
+    nodes = [
+        n for depth in getattr(graph, "_nodes_by_depth", {}).values() for n in depth if n.operation is layer
+    ]
+    if (
+        len(found) > 1
+        or layer not in keras_model.layers
+        or len(keras_model.inputs) != 1
+        or len(nodes) != 1
+        or len(nodes[0].input_tensors) != 1
+        or nodes[0].input_tensors[0] is not keras_model.inputs[0]
+    ):
+        raise UnsupportedModelError(
+            f"TextVectorization layer {layer.name!r} is not at the start of the model", hint=hint
+        )
+    spec = layer_spec(layer)
+    try:
+        numeric = keras.Model(nodes[0].output_tensors[0], keras_model.outputs, name=keras_model.name)
+    except ValueError as exc:  # an output that also depends on the strings by another way
+        raise UnsupportedModelError(
+            f"TextVectorization layer {layer.name!r}: the rest of the model is not a function of its tokens ({exc})",
+            hint=hint,
+        ) from None
+    numeric.inputs[0].name = "tokens"  # the ONNX input's name
+    return TextPart(layer=layer, model=numeric, full=keras_model, spec=spec)
+
+
+def layer_spec(layer) -> dict:
+    """What the tokenizers follow for a built ``TextVectorization`` layer (``UnsupportedModelError`` when they
+    cannot follow it)."""
+    problem = config_problem(_plain_config(layer))
+    if problem:
+        raise UnsupportedModelError(f"TextVectorization layer {layer.name!r}: {problem}")
+    lookup = layer._lookup_layer
+    if lookup.num_oov_indices != 1 or lookup.mask_token != "":
+        raise UnsupportedModelError(
+            f"TextVectorization layer {layer.name!r}: {lookup.num_oov_indices} OOV indices and mask token "
+            f"{lookup.mask_token!r}; the tokenizers follow one OOV index and the mask token ''"
+        )
+    config = layer.get_config()
+    return {
+        "version": SPEC_VERSION,
+        "layer": layer.name,
+        "input": "tokens",
+        "standardize": config["standardize"],
+        "split": config["split"],
+        "lowercase": "ascii A-Z only (tf.strings.lower)",
+        "strip": PUNCTUATION,
+        "whitespace": WHITESPACE,
+        "output_sequence_length": config["output_sequence_length"],
+        "mask_token": lookup.mask_token,
+        "mask_index": 0,
+        "oov_token": lookup.oov_token,
+        "oov_index": 1,
+        "num_oov_indices": int(lookup.num_oov_indices),
+        "pad_index": 0,
+        "vocabulary": [str(t) for t in layer.get_vocabulary()],
+    }
+
+
+def _plain_config(layer) -> dict:
+    config = dict(layer.get_config())
+    config.pop("vocabulary", None)  # the built layer holds it as data, whatever the file said
+    for key in ("standardize", "split"):
+        if callable(config.get(key)):
+            config[key] = {"callable": repr(config[key])}
+    return config
+
+
+def keras_tokens(part: TextPart, texts: list[str]) -> np.ndarray:
+    """The TextVectorization layer's own output on ``texts`` (one batch), computed by TensorFlow."""
+    return np.asarray(part.layer(_string_batch(part, texts))).astype(np.int64)
+
+
+def keras_text_outputs(part: TextPart, texts: list[str]) -> list[np.ndarray]:
+    """The whole Keras model's outputs on ``texts`` (one batch), strings in."""
+    import keras
+
+    result = part.full(_string_batch(part, texts), training=False)
+    result = result if isinstance(result, (list, tuple)) else [result]
+    return [np.asarray(keras.ops.convert_to_numpy(r)) for r in result]
+
+
+def _string_batch(part: TextPart, texts: list[str]):
+    import tensorflow as tf
+
+    rank = len(part.full.inputs[0].shape)
+    batch = tf.constant(list(texts), dtype=tf.string)
+    return tf.reshape(batch, [len(texts)] + [1] * (rank - 1))
+
+
+# -- the strings both sides get ---------------------------------------------------------------------------
+
+FIXED_TEXTS = (
+    "",
+    " ",
+    "Hello, World! (Hello again.)",
+    "UPPER lower MiXeD CaSe",
+    "zzqx unknownword qwertyuiop",
+    "İstanbul ÉCOLE naïve Σίσυφος 東京 café 👍🏽 e\u0301",
+    "tabs\tand\nnewlines\rand\x0bvertical\x0cfeeds",
+    "no\u00a0break\u3000ideographic\u2028line\x1cunit\x85next",
+    'a,b-c.d\'e [x] (y) {z} "q" ~_^ `|\\/@#$%*+=<>;:?! – “dash” ¿qué? …',
+)
+
+
+def probe_texts(spec: dict, seed: int = 0, count: int = 24) -> list[str]:
+    """Test strings: punctuation, case, unknown words, empty strings, unicode and odd whitespace, texts longer
+    than the sequence length, and seeded sentences of the vocabulary's own tokens (cased and punctuated)."""
+    rng = np.random.default_rng(seed)
+    tokens = [t for t in spec["vocabulary"][2:] if t] or ["a"]
+    glue = "" if spec.get("split") == "character" else " "
+    longest = spec.get("output_sequence_length") or 20
+    texts = list(FIXED_TEXTS)
+    texts.append(glue.join(tokens[i % len(tokens)] for i in range(3 * longest + 1)))  # longer than the length
+    texts.extend(tokens[:3])
+    for _ in range(count):
+        words = [str(rng.choice(tokens)) for _ in range(int(rng.integers(1, longest + 3)))]
+        words = [
+            w.upper() if rng.random() < 0.15 else w.capitalize() if rng.random() < 0.2 else w for w in words
+        ]
+        words = [w + str(rng.choice(list(",.!?;:'\")"))) if rng.random() < 0.2 else w for w in words]
+        if rng.random() < 0.2:
+            words.insert(int(rng.integers(len(words) + 1)), "unknownish")
+        seps = [str(rng.choice([" ", " ", " ", "  ", "\t", "\n"])) if glue else "" for _ in words]
+        texts.append("".join(w + s for w, s in zip(words, seps)).strip(" ") if glue else "".join(words))
+    return texts
+
+
+def spec_json(part: TextPart) -> str:
+    """The spec as stored in the ONNX file, with Keras's own tokens on a few test strings; the tokenizer must
+    give the same ids on every test string (``CheckFailedError`` otherwise)."""
+    texts = probe_texts(part.spec)
+    want = keras_tokens(part, texts)
+    got = np.asarray(part.tokenizer(texts), np.int64).reshape(len(texts), -1)
+    if got.shape != want.shape or not np.array_equal(got, want):
+        bad = next(
+            i for i in range(len(texts)) if got.shape != want.shape or not np.array_equal(got[i], want[i])
+        )
+        raise CheckFailedError(
+            f"TextVectorization layer {part.layer.name!r}: edgeattn's tokenizer differs from Keras on {texts[bad]!r}",
+            hint="nothing was written",
+        )
+    chosen = texts[2 : 2 + EXAMPLES // 2] + texts[-(EXAMPLES - EXAMPLES // 2) :]  # odd ones, vocabulary ones
+    examples = [{"text": t, "ids": [int(i) for i in keras_tokens(part, [t])[0]]} for t in chosen]
+    return json.dumps({**part.spec, "examples": examples}, ensure_ascii=False)
+
+
+# -- verify on strings ------------------------------------------------------------------------------------
+
+
+def verify(
+    proto,
+    keras_model,
+    problems: list[str],
+    *,
+    compare,
+    case,
+    row,
+    layer_map,
+    atol,
+    rtol,
+    seed=0,
+    providers=None,
+    layers=True,
+    inputs_file=None,
+):
+    """The ParityReport of a text model: per output, Keras on strings against onnxruntime on the tokenizer's
+    ids; the first row of ``layers`` is the tokens (Keras's against the tokenizer's, which must be equal); then,
+    with ``layers``, every layer of the numeric part recorded at export. ``compare``, ``case``, ``row`` and
+    ``layer_map``: ``edgeattn.verify``'s comparison, its Case and OutputParity classes and its recorded-layer
+    reader (passed in: verify calls this module, so this module does not import verify)."""
+    from dataclasses import replace
+
+    from edgeattn import graph
+    from edgeattn.kerasmodel import keras_outputs, with_layer_outputs
+    from edgeattn.onnxfile import open_session
+
+    part = split_text(keras_model)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if TEXT_KEY not in meta:
+        problems.append(f"the ONNX model holds no {TEXT_KEY} (export it again with this edgeattn)")
+        spec = part.spec
+    else:
+        spec = json.loads(meta[TEXT_KEY])
+    tokenizer = Tokenizer(spec)
+    texts = read_texts(inputs_file) if inputs_file is not None else probe_texts(part.spec, seed)
+    # one text with tokens alone (Keras's recurrent layers cannot run a batch of no tokens), a few, all
+    batches = [[next((t for t in texts if tokenizer([t]) and tokenizer([t])[0]), texts[0])], texts[:8], texts]
+    count = len(proto.graph.output)
+    recorded = layer_map(proto, part.model, meta) if layers else []
+    numeric = part.model
+    if recorded:
+        proto = graph.with_outputs(proto, [tensor for _, tensor in recorded], dtype=1)  # FLOAT
+        numeric = with_layer_outputs(part.model, [name for name, _ in recorded])
+    session = open_session(proto, providers)
+    name = session.get_inputs()[0].name
+    cases, references, token_rows = [], {}, []
+    for i, batch in enumerate(batches):
+        want = keras_tokens(part, batch)
+        got = np.asarray(tokenizer(batch), np.int64).reshape(len(batch), -1)
+        token_rows.append((f"texts {i}: {len(batch)}", batch, want, got))
+        one = case(f"{len(batch)} text(s)", {name: got}, len(batch))
+        reference = keras_text_outputs(part, batch)
+        if recorded:
+            reference += keras_outputs(numeric, {name: want})[count:]
+        references[id(one.feed)] = reference
+        cases.append(one)
+    report = compare(lambda feed: references[id(feed)], session, cases, atol=atol, rtol=rtol)
+    report.inputs = f"{len(texts)} texts in batches of {', '.join(str(len(b)) for b in batches)}"
+    report.structure_problems = problems
+    tokens = _token_parity(row, f"{part.layer.name} tokens", token_rows)
+    report.layers = [tokens] + [replace(o, name=n) for o, (n, _) in zip(report.outputs[count:], recorded)]
+    report.outputs = report.outputs[:count]
+    return report
+
+
+def _token_parity(OutputParity, name: str, rows):
+    worst, total, diff_sum, where = 0.0, 0, 0.0, ("", 0)
+    for description, texts, want, got in rows:
+        if want.shape != got.shape:
+            return OutputParity(
+                name,
+                float("inf"),
+                float("inf"),
+                float("inf"),
+                f"{description}: shape {got.shape} vs {want.shape}",
+                0,
+                0.0,
+                0.0,
+                False,
+            )
+        diff = np.abs(want - got)
+        total += diff.size
+        diff_sum += float(diff.sum())
+        if diff.size and diff.max() > worst:
+            worst = float(diff.max())
+            sample = int(np.unravel_index(int(diff.argmax()), diff.shape)[0])
+            where = (f"{texts[sample][:16]!r}", sample)
+    if worst == 0:
+        where = (f"{total:,} ids equal", 0)
+    return OutputParity(
+        name, worst, worst, diff_sum / max(1, total), where[0], where[1], 0.0, 0.0, worst == 0
+    )
+
+
+def describe_spec(text: str) -> str:
+    """One line for a stored spec (``edgeattn inspect``)."""
+    try:
+        spec = json.loads(text)
+        return (
+            f"TextVectorization {spec['layer']!r}: standardize {spec['standardize']}, split {spec['split']}, "
+            f"output_sequence_length {spec['output_sequence_length']}, {len(spec['vocabulary']):,} tokens "
+            f"(mask {spec['mask_token']!r} {spec['mask_index']}, OOV {spec['oov_token']!r} {spec['oov_index']}), "
+            f"Keras's ids on {len(spec.get('examples', []))} example texts"
+        )
+    except (ValueError, KeyError, TypeError):
+        return "(not a readable text spec)"
+
+
+# -- text input for `edgeattn predict` --------------------------------------------------------------------
+
+
+def read_texts(path) -> list[str]:
+    """Texts from a ``.json`` file (a list of strings), a ``.txt`` file (one text per line) or ``-`` (stdin:
+    a JSON list, else one text per line)."""
+    import sys
+
+    if str(path) == "-":
+        raw, where, as_json = sys.stdin.read(), "stdin", None
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(
+                f"{path}: no such file", hint="give a .txt (one text per line) or a .json list of strings"
+            )
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        where, as_json = str(path), path.suffix.lower() == ".json"
+    if as_json or (as_json is None and raw.lstrip().startswith("[")):
+        try:
+            texts = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise InputError(f"{where}: a text model takes a JSON list of strings")
+    else:
+        texts = raw.split("\n")
+        if texts and texts[-1] == "":
+            texts.pop()  # the file's last newline ends the last line
+        texts = [t[:-1] if t.endswith("\r") else t for t in texts]
+    if not texts:
+        raise InputError(f"{where} holds no texts")
+    return texts
