@@ -312,7 +312,7 @@ def run(
         name: open_session(path, ["cpu"], threads, fold_weights) for name, path in (others or {}).items()
     }
     child = (
-        _TensorFlowChild(keras_source, threads, eager, litert, custom_layers, report, progress)
+        _TensorFlowChild(keras_source, threads, eager, litert, custom_layers, report, progress, proto)
         if keras_source
         else None
     )
@@ -392,7 +392,9 @@ class _Remote(Contender):
 class _TensorFlowChild:
     """The child process that runs the TensorFlow contenders (``edgeattn.bench_child``)."""
 
-    def __init__(self, source, threads, eager, litert, custom_layers, report: BenchReport, progress) -> None:
+    def __init__(
+        self, source, threads, eager, litert, custom_layers, report: BenchReport, progress, proto
+    ) -> None:
         if progress:
             progress(f"loading {source} in a TensorFlow child process ({threads} intra-op thread(s))")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -410,8 +412,24 @@ class _TensorFlowChild:
         self.report = report
         self.outputs: dict[str, np.ndarray] = {}
         self.threads: dict[str, int] = {}
+        from edgeattn.onnxfile import SIGNATURE_OUTPUTS_KEY
+        from edgeattn.verify import input_shapes_of
+
         layers = [os.fspath(p) for p in custom_layers]
-        loaded = self.ask("load", source=os.fspath(source), custom_layers=layers, eager=eager, litert=litert)
+        # what a source that records no inputs is built on, and a SavedModel signature's outputs in ONNX order
+        shapes = [[s.name, s.dtype, list(s.shape)] for s in input_shapes_of(proto)]
+        order = json.loads(
+            {p.key: p.value for p in proto.metadata_props}.get(SIGNATURE_OUTPUTS_KEY) or "null"
+        )
+        loaded = self.ask(
+            "load",
+            source=os.fspath(source),
+            custom_layers=layers,
+            eager=eager,
+            litert=litert,
+            input_shapes=shapes,
+            output_order=order,
+        )
         self.threads.update(loaded["threads"])
         report.notes.update(loaded["notes"])
 

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from edgeattn.errors import EdgeAttnError, as_reply, first_line  # light: no TensorFlow before THREADS is set
 
@@ -32,19 +33,39 @@ LITERT = "LiteRT (XNNPACK)"
 
 class Child:
     def __init__(self) -> None:
+        import contextlib
+
+        self.stack = contextlib.ExitStack()  # closed when the child ends
         self.model = None
         self.eager = self.litert = False
         self.calls: dict[str, object] = {}
 
-    def load(self, source: str, custom_layers: list[str], eager: bool, litert: bool) -> dict:
+    def load(
+        self,
+        source: str,
+        custom_layers: list[str],
+        eager: bool,
+        litert: bool,
+        input_shapes=(),
+        output_order=None,
+    ) -> dict:
         import tensorflow as tf
 
         # Before the first op: afterwards TensorFlow refuses ("cannot be modified after initialization").
         tf.config.threading.set_intra_op_parallelism_threads(THREADS)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        from edgeattn.loading import load_model
+        from edgeattn import tfgraph
+        from edgeattn.loading import InputShape, load_model
 
-        self.model = load_model(source, custom_layers=tuple(custom_layers)).model
+        if tfgraph.is_graph_savedmodel(source):  # no Keras config: time the serving signature itself
+            from edgeattn.files import private_copy
+
+            copy = self.stack.enter_context(private_copy(source))  # what was checked is what is loaded
+            found = tfgraph.check_folder(copy, shown=Path(source))
+            self.model = _Signature(tfgraph.load(copy, found, shown=Path(source)), output_order)
+        else:
+            shapes = tuple(InputShape(name, dtype, tuple(shape)) for name, dtype, shape in input_shapes)
+            self.model = load_model(source, custom_layers=tuple(custom_layers), input_shapes=shapes).model
         self.eager, self.litert = eager, litert
         intra = tf.config.threading.get_intra_op_parallelism_threads()
         inter = tf.config.threading.get_inter_op_parallelism_threads()
@@ -95,6 +116,23 @@ class Child:
             fn()
             times.append(time.perf_counter_ns() - t0)
         return {"times": times}
+
+
+class _Signature:
+    """A SavedModel's serving signature called as the contenders call a Keras model: ``model(x or [xs])``
+    returns its outputs in the ONNX model's order (the signature's output keys, as recorded at export)."""
+
+    def __init__(self, source, order) -> None:
+        import types
+
+        self.source = source
+        self.order = order or source.output_keys
+        self.inputs = [types.SimpleNamespace(name=name) for name in source.input_names]
+
+    def __call__(self, x, training=False):
+        xs = x if isinstance(x, list) else [x]
+        outputs = self.source.function(**dict(zip(self.source.input_keys, xs)))
+        return [outputs[key] for key in self.order]
 
 
 def _first(result):
@@ -149,6 +187,11 @@ def main() -> None:
     reply_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever TensorFlow prints goes to stderr; stdout carries the replies only
     child = Child()
+    with child.stack:
+        _serve(child, reply_out)
+
+
+def _serve(child: Child, reply_out) -> None:
     for line in sys.stdin:
         request = json.loads(line)
         command = request.pop("cmd")

@@ -41,7 +41,7 @@ from edgeattn.runtime import encode_array
 
 PREDICTION_OUTPUT = "y"
 LAYER_OUTPUTS_KEY = onnxfile.LAYER_OUTPUTS_KEY
-SOURCE_FORMAT_KEY = "edgeattn.source_format"  # which path the source took (loading.ModelConfig.path_taken)
+SOURCE_FORMAT_KEY = onnxfile.SOURCE_FORMAT_KEY
 DEFAULT_OPSET = defaults.OPSET
 GOLDEN_SAMPLES = 4
 
@@ -476,7 +476,8 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
     """``edgeattn.export.export`` for a graph SavedModel folder: scan, load, convert, then the same clean-up,
     structure check, parity (against the signature run by TensorFlow), metadata and atomic write."""
     from edgeattn import files
-    from edgeattn.tfgraph import SAVED_MODEL, check_folder, load
+    from edgeattn.savedmodel import SAVED_MODEL
+    from edgeattn.tfgraph import check_folder, load
 
     src = Path(src)
     if options.attention_weights:
@@ -518,7 +519,8 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
     if not parity:
         raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
 
-    from edgeattn.tfgraph import SIGNATURE_KEY, SIGNATURE_OUTPUTS_KEY, SOURCE_FORMAT
+    from edgeattn.onnxfile import SIGNATURE_OUTPUTS_KEY
+    from edgeattn.tfgraph import SIGNATURE_KEY, SOURCE_FORMAT
 
     _stamp(
         proto,

@@ -15,6 +15,8 @@ from edgeattn.errors import InputError, UnsafeModelError, require_file
 from edgeattn.runtime import check_external_data, is_ort_format
 
 LAYER_OUTPUTS_KEY = "edgeattn.layer_outputs"  # [[Keras layer, ONNX tensor], ...] in the model's order
+SOURCE_FORMAT_KEY = "edgeattn.source_format"  # the path the source took at export (loading, tfgraph)
+SIGNATURE_OUTPUTS_KEY = "edgeattn.signature_outputs"  # a SavedModel signature's output keys, in ONNX order
 
 
 def load_onnx(path: str | os.PathLike, contain: bool = True) -> onnx.ModelProto:

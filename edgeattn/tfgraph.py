@@ -1,7 +1,7 @@
 """SavedModel folders without a usable Keras config, converted from the serving signature's graph.
 
-Which folders: a directory holding ``saved_model.pb`` and no ``keras_metadata.pb``, or one whose metadata
-records no functional/Sequential config with ``layers`` (a subclassed Keras 2 model saved with
+Which folders: a directory holding ``saved_model.pb`` whose Keras metadata (``keras_metadata.pb``, or TF
+2.0-2.3's in the object graph) is missing or records no functional/Sequential config with ``layers`` (a subclassed Keras 2 model saved with
 ``model.save("folder")``, a ``tf.saved_model.save`` of a ``tf.Module``, a Keras 3 ``model.export("folder")``).
 ``is_graph_savedmodel`` says which; Keras 2 folders with their config take ``edgeattn.savedmodel`` instead.
 
@@ -37,7 +37,8 @@ reached from no signature and no load-time function; only the TensorFlow 1 loade
 uses it (a SavedModel without an object graph, i.e. a TF1 one, is refused). So ``RestoreV2`` is not on the list,
 and neither is any op that writes a variable (``Assign*``, ``ResourceApply*``, ``ResourceScatter*``): a serving
 signature that changes state is no function of its inputs, and an ONNX graph could not hold it. Reading one is
-``ReadVariableOp``, and ``VarHandleOp`` (a handle, no data) is allowed for graphs that create their handles.
+``ReadVariableOp`` (and ``ResourceGather``, an Embedding's lookup), and ``VarHandleOp`` (a handle, no data) is allowed
+for graphs that create their handles.
 
 Refused by kind, with the reason in the message: file ops (``ReadFile``, ``WriteFile``, ``MatchingFiles``,
 readers, ``ImmutableConst``, which maps a file), checkpoint ops, Python callbacks (``PyFunc``,
@@ -64,15 +65,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeattn import sandbox
+from edgeattn import sandbox, savedmodel
 from edgeattn.errors import InputError, UnsafeModelError, UnsupportedModelError, require
+from edgeattn.onnxfile import SIGNATURE_OUTPUTS_KEY
+from edgeattn.savedmodel import SAVED_MODEL
 
-SAVED_MODEL = "saved_model.pb"
 SOURCE_FORMAT = "savedmodel-graph"
-SOURCE_FORMAT_KEY = "edgeattn.source_format"
 SIGNATURE_KEY = "edgeattn.signature"
-# the signature's output names, in the order of the ONNX outputs
-SIGNATURE_OUTPUTS_KEY = "edgeattn.signature_outputs"
 SERVING = "serving_default"
 MAX_PROTO_BYTES = (2 << 30) - 1  # protobuf cannot parse messages of 2 GiB or more
 TOP_LEVEL = "the top-level graph"
@@ -83,7 +82,7 @@ ALLOWED_OPS = frozenset(
     EnsureShape CheckNumerics CheckNumericsV2 Assert
     PartitionedCall StatefulPartitionedCall While StatelessWhile If StatelessIf Case StatelessCase
     Switch Merge Enter Exit NextIteration LoopCond
-    VarHandleOp ReadVariableOp
+    VarHandleOp ReadVariableOp ResourceGather ResourceGatherNd VariableShape VarIsInitializedOp
     Abs Acos Acosh Add AddN AddV2 Asin Asinh Atan Atan2 Atanh BiasAdd BiasAddV1 Ceil ClipByValue Cos Cosh
     Div DivNoNan Elu Equal Erf Erfc Exp Expm1 Floor FloorDiv FloorMod Greater GreaterEqual Inv IsFinite IsInf
     IsNan LeakyRelu Less LessEqual Lgamma Log Log1p LogicalAnd LogicalNot LogicalOr LogSoftmax Maximum Minimum
@@ -99,7 +98,9 @@ ALLOWED_OPS = frozenset(
     Where Select SelectV2 Reverse ReverseV2 ReverseSequence OneHot Cast InvertPermutation SpaceToDepth
     DepthToSpace SpaceToBatchND BatchToSpaceND MatrixBandPart MatrixDiag MatrixDiagV2 MatrixDiagV3
     MatrixDiagPart MatrixDiagPartV2 MatrixDiagPartV3 SegmentSum UnsortedSegmentSum ResizeBilinear
-    ResizeNearestNeighbor
+    ResizeNearestNeighbor TensorScatterUpdate TensorScatterAdd TensorScatterSub TensorScatterMax
+    TensorScatterMin DynamicStitch ParallelDynamicStitch Bucketize Unique Bitcast Conv2DBackpropInput
+    Conv3DBackpropInputV2 Erfinv Ndtri
     TensorListFromTensor TensorListReserve TensorListSetItem TensorListGetItem TensorListStack
     TensorListElementShape TensorListLength TensorListPushBack TensorListPopBack EmptyTensorList
     TensorListResize TensorListGather TensorListScatterIntoExistingList TensorListConcatV2 TensorListSplit
@@ -165,20 +166,11 @@ class Refusal:
 # -- which folders --------------------------------------------------------------------------------------------
 
 
-def is_savedmodel_folder(path: str | os.PathLike) -> bool:
-    path = Path(path)
-    return path.is_dir() and (path / SAVED_MODEL).is_file()
-
-
 def is_graph_savedmodel(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a SavedModel folder that takes the graph path: no ``keras_metadata.pb``, or one
-    whose root records no functional/Sequential config with ``layers``. Reads no graph, imports no
+    """Whether ``path`` is a SavedModel folder that takes the graph path: no Keras metadata, or metadata whose
+    root records no functional/Sequential config with ``layers`` (``savedmodel.has_keras_config``). Imports no
     TensorFlow."""
-    if not is_savedmodel_folder(path):
-        return False
-    from edgeattn import savedmodel
-
-    return not savedmodel.has_keras_config(path)
+    return savedmodel.is_savedmodel(path) and not savedmodel.has_keras_config(path)
 
 
 # -- the scan (as data) ---------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ It runs itself inside the side virtual environment and writes, under tests/fixtu
 - ``subclassed-lstm-attention/``: a subclassed ``tf.keras.Model`` (LSTM(16, return_sequences=True) -> a
   hand-written dot attention: softmax over time of h_t . W h_T, the context -> Dense(1)), trained a few epochs
   on find-max, saved with ``model.save(folder)``: ``keras_metadata.pb`` exists but records class names only.
+- ``subclassed-embedding-gru/``: a subclassed model over token ids (Embedding, read by ``ResourceGather``,
+  -> GRU -> attention on the last state -> Dense), saved the same way.
 - ``module-dense-attention/``: a ``tf.Module`` with ``tf.Variable`` weights and a ``tf.function`` signature
   (dense projection, attention over time, two outputs ``scores`` and ``attention``), ``tf.saved_model.save``.
 - hostile ones, each proved armed here (loaded with ``tf.saved_model.load`` and its signature called, the
@@ -102,6 +104,28 @@ def inside() -> None:
     folder = _fresh("subclassed-lstm-attention")
     model.save(str(folder), include_optimizer=False)
     _save_reference("subclassed-lstm-attention", folder, {"input_1": probe})
+
+    # (a2) a subclassed model over token ids: Embedding (a ResourceGather) -> GRU -> attention on the last state
+    class TokenGruAttention(tf.keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.embed = L.Embedding(50, 8)
+            self.gru = L.GRU(8, return_sequences=True)
+            self.head = L.Dense(1, activation="sigmoid")
+
+        def call(self, inputs):
+            h = self.gru(self.embed(inputs))
+            weights = tf.nn.softmax(tf.reduce_sum(h * h[:, -1:, :], axis=-1), axis=1)
+            return self.head(tf.reduce_sum(h * weights[:, :, None], axis=1))
+
+    tokens = rng.integers(0, 50, (1024, 20)).astype("int32")
+    model = TokenGruAttention()
+    model.compile("adam", "mse")
+    model.fit(tokens, (tokens.max(axis=1) / 50.0)[:, None], epochs=3, batch_size=64, verbose=0)
+    folder = _fresh("subclassed-embedding-gru")
+    model.save(str(folder), include_optimizer=False)
+    probe_tokens = np.random.default_rng(11).integers(0, 50, (5, 20)).astype("int32")
+    _save_reference("subclassed-embedding-gru", folder, {"input_1": probe_tokens})
 
     # (b) a tf.Module: variables and a tf.function signature, nothing of Keras.
     class DenseAttention(tf.Module):

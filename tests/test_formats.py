@@ -311,3 +311,15 @@ def test_parse_input_spec(text, expected):
 def test_parse_input_spec_refuses_what_it_cannot_read(text):
     with pytest.raises(InputError, match="--input-spec"):
         loading.parse_input_spec(text)
+
+
+def test_bench_builds_a_subclassed_source_on_the_onnx_inputs(tmp_path):
+    """bench --keras on a file that records no inputs: the child builds it on the ONNX model's inputs."""
+    src = KERAS3 / "k3-subclassed.h5"
+    custom = ("--custom-layers", KERAS3 / "subclassed_layers.py")
+    out = tmp_path / "sub.onnx"
+    assert run_cli("export", src, "-o", out, *custom, "--input-spec", "x:float32[batch,12,3]").returncode == 0
+    done = run_cli("bench", out, "--keras", src, *custom, "--batch", "1", "--seconds", "0.1")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("Keras under tf.function"))
+    assert float(row.split()[-1]) < 1e-5

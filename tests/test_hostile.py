@@ -182,7 +182,12 @@ def _cases() -> list[Case]:
         cases.append(Case(f"predict {stem}.onnx", ("predict", f"{{d}}/{stem}.onnx", "{d}/x.npy", "-o", "{out}"), 2, "error: ", "y.npy"))  # fmt: skip
     cases += [
         Case("export csv named .h5", ("export", "{d}/csv.h5", "-o", "{out}"), 2, "neither a .keras"),
-        Case("export a directory", ("export", "{d}/folder.keras", "-o", "{out}"), 2, "is a directory"),
+        Case(
+            "export a directory",
+            ("export", "{d}/folder.keras", "-o", "{out}"),
+            2,
+            "is a folder without saved_model.pb: not a SavedModel",
+        ),
         Case("export a missing file", ("export", "{d}/missing.keras", "-o", "{out}"), 2, "no such file"),
         Case(
             "predict a directory",

@@ -90,7 +90,7 @@ def test_not_a_model_files(tmp_path):
     half.write_bytes(b"PK\x03\x04" + b"\0" * 20)
     with pytest.raises(InputError, match="damaged or truncated"):
         read_config(half)
-    with pytest.raises(InputError, match="is a directory"):
+    with pytest.raises(InputError, match=r"is a folder without saved_model\.pb: not a SavedModel"):
         read_config(tmp_path)
 
 

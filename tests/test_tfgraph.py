@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT, run_cli
 
 FIXTURES = ROOT / "tests" / "fixtures" / "savedmodel"
-GOOD = ("subclassed-lstm-attention", "module-dense-attention")
+GOOD = ("subclassed-lstm-attention", "subclassed-embedding-gru", "module-dense-attention")
 HOSTILE = {
     "hostile-write-file": ("WriteFile", "cond/WriteFile", "cond_true_", "it writes files"),
     "hostile-py-function": ("EagerPyFunc", "EagerPyFunc", "__inference___call___", "Python code"),
@@ -129,12 +129,15 @@ def test_output_names_are_the_signatures(exported):
     assert json.loads(_meta(module)["edgeattn.signature_outputs"]) == ["attention", "scores"]
 
 
-@pytest.mark.parametrize("name", ["subclassed-lstm-attention", "keras3-export"])
-def test_lstm_is_one_fused_node(name, exported):
+@pytest.mark.parametrize(
+    ("name", "op"),
+    [("subclassed-lstm-attention", "LSTM"), ("subclassed-embedding-gru", "GRU"), ("keras3-export", "LSTM")],
+)
+def test_recurrent_layer_is_one_fused_node(name, op, exported):
     path, done = exported[name]
     assert done.returncode == 0, done.stderr
     ops = [n.op_type for n in onnx.load(path).graph.node]
-    assert ops.count("LSTM") == 1 and "Loop" not in ops and "Scan" not in ops, ops
+    assert ops.count(op) == 1 and "Loop" not in ops and "Scan" not in ops, ops
 
 
 @pytest.mark.parametrize("name", [*GOOD, "keras3-export"])
@@ -275,3 +278,13 @@ def test_several_signatures_without_serving_default_are_refused_by_name(tmp_path
     assert done.returncode == 2
     assert "2 signatures and none is 'serving_default': predict, score" in done.stderr
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_bench_times_the_signature_of_a_graph_folder(exported):
+    """bench --keras takes a graph SavedModel: its serving signature is the TensorFlow contender."""
+    path, _ = exported["subclassed-lstm-attention"]
+    folder = FIXTURES / "subclassed-lstm-attention"
+    done = run_cli("bench", path, "--keras", folder, "--batch", "1", "--seconds", "0.1")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("Keras under tf.function"))
+    assert float(row.split()[-1]) < 1e-5  # the signature's outputs agree with the Predictor's
