@@ -138,12 +138,7 @@ def export(
     layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
     graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))
 
-    problems = graph.check_structure(
-        proto, expect_recurrent=count_recurrent_layers(keras_model), expect_outputs=output_names
-    )
-    if problems:
-        message, details = _listed("the exported graph is not fit for the edge", problems)
-        raise CheckFailedError(message, hint="nothing was written", details=details)
+    _check_structure(proto, count_recurrent_layers(keras_model), output_names)
 
     specs = verify.input_specs(proto)
     cases = verify.make_cases(
@@ -180,6 +175,22 @@ def export(
     )
     if text is not None:  # what turns a string into the token ids, checked against Keras on test strings
         proto.metadata_props.add(key=textmodel.TEXT_KEY, value=textmodel.spec_json(text))
+    return _write(proto, out, options, cases, say, parity, start, before)
+
+
+def _check_structure(proto: onnx.ModelProto, recurrent: int | None, outputs: list[str]) -> None:
+    """Refuse a graph that is not fit for the edge (see ``graph.check_structure``), listing every problem."""
+    problems = graph.check_structure(proto, expect_recurrent=recurrent, expect_outputs=outputs)
+    if problems:
+        message, details = _listed("the exported graph is not fit for the edge", problems)
+        raise CheckFailedError(message, hint="nothing was written", details=details)
+
+
+def _write(
+    proto: onnx.ModelProto, out: Path, options: ExportOptions, cases, say, parity, start: float, before: int
+) -> ExportResult:
+    """Write the checked, stamped model (and, for ``.ort``, its operator config) atomically; ``start``: when the
+    export began, ``before``: the node count before the clean-up."""
     data = proto.SerializeToString()
     ort_max_abs = operators = None
     if out.suffix.lower() == ".ort":
@@ -504,12 +515,7 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
     _speed_rewrites(proto, None, source.time_steps)
     graph.name_dynamic_axes(proto, time_free=source.time_free)
 
-    problems = graph.check_structure(
-        proto, expect_recurrent=found["loops"] or None, expect_outputs=output_names
-    )
-    if problems:
-        message, details = _listed("the exported graph is not fit for the edge", problems)
-        raise CheckFailedError(message, hint="nothing was written", details=details)
+    _check_structure(proto, found["loops"] or None, output_names)
 
     cases = verify.make_cases(verify.input_specs(proto), trained_length=source.time_steps)
     say(f"checking parity with the SavedModel's signature on {verify.describe(cases)}")
@@ -537,21 +543,4 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
             SIGNATURE_OUTPUTS_KEY: json.dumps(order),
         },
     )
-    data = proto.SerializeToString()
-    ort_max_abs = operators = None
-    if out.suffix.lower() == ".ort":
-        say("saving in ORT format")
-        data, operators = ortformat.to_ort(proto, out.stem)
-        ort_max_abs = _same_outputs(proto, data, cases)
-    write_atomic(out, data, force=options.force)
-    if operators is not None:
-        write_atomic(ortformat.config_path(out), operators.encode(), force=options.force)
-    return ExportResult(
-        path=out,
-        size_bytes=len(data),
-        summary=graph.summarize(proto),
-        parity=parity,
-        seconds=time.perf_counter() - start,
-        dropped_nodes=before - len(proto.graph.node),
-        ort_max_abs=ort_max_abs,
-    )
+    return _write(proto, out, options, cases, say, parity, start, before)

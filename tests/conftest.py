@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,30 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
+ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip a test whose outside part is missing here; in CI, which must provide it, fail instead."""
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide this: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by playwright (no browser download)."""
+    from edgeattn import web
+
+    need(os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install -y chromium)")
+    need(ORT_DIST.is_dir(), "onnxruntime-web is not installed (npm ci)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(web.CHROMIUM_ARGS))
+        yield browser
+        browser.close()
 
 
 def run_cli(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_cli
+from conftest import ORT_DIST, ROOT, need, run_cli
 
 from edgeattn import textmodel, web
 from edgeattn.errors import UnsafeModelError, UnsupportedModelError
@@ -29,8 +29,6 @@ from edgeattn.verify import verify_against_keras
 
 FIXTURES = ROOT / "tests" / "fixtures" / "text"
 NODE = shutil.which("node")
-ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ATOL = 1e-5
 
 # What the layers are adapted on: ASCII and non-ASCII words in both cases, so that a tokenizer that lowercases
@@ -361,11 +359,6 @@ def test_a_text_vectorization_not_at_the_start_is_refused_by_name():
 # -- Node.js and the browser -----------------------------------------------------------------------------
 
 
-def need(condition: bool, why: str) -> None:
-    if not condition:
-        pytest.skip(why)
-
-
 def test_the_node_example_gives_the_same_ids_and_outputs(exported, tmp_path):
     need(NODE is not None, "node is not installed")
     need((ROOT / "node_modules" / "onnxruntime-node").is_dir(), "onnxruntime-node is not installed (npm ci)")
@@ -380,17 +373,6 @@ def test_the_node_example_gives_the_same_ids_and_outputs(exported, tmp_path):
         out = json.loads(result.stdout)
         assert out["ids"] == reference["tokens"].tolist()
         assert np.abs(np.array(out["outputs"]["y"]) - reference["outputs"]).max() <= ATOL
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need(shutil.os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install -y chromium)")
-    need(ORT_DIST.is_dir(), "onnxruntime-web is not installed (npm ci)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(web.CHROMIUM_ARGS))
-        yield browser
-        browser.close()
 
 
 def test_the_web_page_tokenizes_and_predicts_as_keras(exported, browser, tmp_path):

@@ -11,41 +11,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import threading
 
 import keras
 import numpy as np
-import pytest
-from conftest import MODELS, ROOT, run_cli
+from conftest import MODELS, ORT_DIST, ROOT, need, run_cli
 
 from edgeattn import web
 from edgeattn.export import ExportOptions, export
 from edgeattn.runtime import Predictor
 
-ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ATOL = 1e-5
-
-
-def need(condition: bool, why: str) -> None:
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide this: {why}")
-        pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need(os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install -y chromium)")
-    need(ORT_DIST.is_dir(), "onnxruntime-web is not installed (npm ci)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(web.CHROMIUM_ARGS))
-        yield browser
-        browser.close()
 
 
 class Served:
