@@ -1,7 +1,8 @@
 """Keras 2 model configs and weights, made fit for Keras 3. Pure data: nothing here imports Keras.
 
 What Keras 3 cannot read in a Keras 2 ``.h5`` config, rewritten in a copy:
-- keys Keras 3 refuses (``time_major``, ``implementation``, MultiHeadAttention's build shapes) are dropped;
+- keys Keras 3 refuses (``time_major``, ``implementation``, MultiHeadAttention's build shapes) are dropped, and
+  so is the ``build_config`` of a model's layers (tf.keras 2.13-2.15 ``.keras``: the graph builds them);
 - an old ``Sequential`` (Keras 2.0-2.2: its config a bare list, no ``InputLayer``; the input given on the first
   layer as ``batch_input_shape``, ``batch_shape``, ``input_shape``, or Keras 1's ``input_dim``/``input_length``)
   gets the ``InputLayer`` that Keras 2 built from those keys (``input_shape_of``);
@@ -89,6 +90,15 @@ def _rewrite(node, result: Rewritten, names: frozenset):
             out[key] = [
                 _node(n, names) if isinstance(n, list) and _needs_keras3_form(n, names) else n for n in value
             ]
+        elif key == "layers" and isinstance(value, list):
+            # a model's layers are built by the calls of its graph; tf.keras 2.13-2.15 also recorded each
+            # one's build input, in a form Keras 3 cannot always take (MultiHeadAttention's lacks value_shape)
+            out[key] = [
+                _rewrite({k: v for k, v in layer.items() if k != "build_config"}, result, names)
+                if isinstance(layer, dict)
+                else _rewrite(layer, result, names)
+                for layer in value
+            ]
         else:
             out[key] = _rewrite(value, result, names)
     return out
@@ -108,6 +118,10 @@ def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
         node = {**node, "config": config}
     if cls == "Attention" and result.package_attention and is_package_attention(config):
         return {**node, "class_name": "edgeattn>Attention"}
+    if cls == "BatchNormalization" and isinstance(config.get("axis"), list) and len(config["axis"]) == 1:
+        # Keras 2 recorded its one axis as a list; Keras 3 takes an int
+        node = {**node, "config": {**config, "axis": config["axis"][0]}}
+        config = node["config"]
     if cls in ("Attention", "AdditiveAttention") and "causal" in config:
         # Keras 2.0-2.4 took causal= at construction; Keras 3 takes use_causal_mask= in the call
         node = _causal_as_call_argument(node)

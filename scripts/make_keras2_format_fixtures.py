@@ -30,6 +30,8 @@ written as the named Keras version wrote it; the weights are TF 2.15's)
 
 tests/fixtures/keras2/k215-compile-addons.keras: a ``.keras`` from tf.keras 2.15 whose ``compile_config`` names
 a loss registered as ``Addons>SigmoidFocalCrossEntropy`` (a class edgeattn does not know and must not need).
+tests/fixtures/keras2/k215-bilstm-mha-bn.keras and .h5: one model (Bidirectional LSTM, MultiHeadAttention,
+LayerNormalization, causal Conv1D, BatchNormalization) in both tf.keras 2.15 formats.
 
 Never install this stack in CI: the files are committed.
 """
@@ -305,6 +307,19 @@ def inside() -> None:
     model.save(path)
     reference(FIXTURES / "keras2" / "k215-compile-addons.npz", model, probe_floats)
     print(f"  keras2/{path.name}: {path.stat().st_size:,} bytes", flush=True)
+
+    # tf.keras 2.15 .keras and .h5 of layers whose Keras 2 configs Keras 3 reads otherwise: MultiHeadAttention's
+    # build_config (query shape only), BatchNormalization's axis as a list
+    inp = L.Input((12, 3))
+    h = L.Bidirectional(L.LSTM(8, return_sequences=True))(inp)
+    x = L.LayerNormalization()(L.MultiHeadAttention(num_heads=2, key_dim=4)(h, h) + h)
+    x = L.BatchNormalization()(L.Conv1D(4, 3, padding="causal")(x))
+    model = fit(tf.keras.Model(inp, L.Dense(1)(L.GlobalAveragePooling1D()(x))), floats, target)
+    for suffix in (".keras", ".h5"):
+        path = FIXTURES / "keras2" / f"k215-bilstm-mha-bn{suffix}"
+        model.save(path)
+        print(f"  keras2/{path.name}: {path.stat().st_size:,} bytes", flush=True)
+    reference(FIXTURES / "keras2" / "k215-bilstm-mha-bn.npz", model, probe_floats)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,17 @@ def test_compile_config_naming_an_unknown_loss_is_dropped(tmp_path):
     assert meta["edgeattn.source_format"] == "keras-keras2"
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_tf_keras_215_files_of_mha_and_batchnorm(suffix, tmp_path):
+    """tf.keras 2.15 records MultiHeadAttention's build input (query only) and BatchNormalization's axis as a
+    list: both are read as Keras 2 meant them."""
+    from edgeattn.export import export
+
+    out = tmp_path / "m.onnx"
+    export(FIXTURES / "keras2" / f"k215-bilstm-mha-bn{suffix}", out)
+    _check_against_reference(out, FIXTURES / "keras2" / "k215-bilstm-mha-bn.npz", 1)
+
+
 def test_compile_settings_never_reach_the_check():
     config = {
         "class_name": "Functional",
