@@ -2,14 +2,16 @@
 
 Inputs: ``.npy``; ``.npz`` (one array, or one per model input named after it); ``.csv`` (one sample per row,
 reshaped to the model's fixed per-sample shape); ``-`` for JSON on stdin (nested lists, or an object of them
-keyed by input name). Outputs by suffix: ``.npy``, ``.csv`` or ``.json``.
+keyed by input name). Outputs by suffix: ``.npz``, ``.npy``, ``.csv`` or ``.json`` (``encode_outputs``).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,25 +72,48 @@ def _from_csv(path: Path, specs) -> np.ndarray:
     return rows.reshape((rows.shape[0], *per_sample))
 
 
-def encode_outputs(path: Path, outputs: dict[str, np.ndarray]) -> dict[Path, bytes]:
-    """The bytes to write for ``outputs`` (first: the prediction) at ``path``, by its suffix.
+def encode_outputs(path: Path, outputs: dict[str, np.ndarray]) -> dict[Path, tuple[bytes, list[str]]]:
+    """The files to write for ``outputs`` (by name, in the model's order) at ``path``, by its suffix:
+    ``{file: (bytes, the output names it holds)}``.
 
-    ``.json`` holds every output in one object; ``.npy`` and ``.csv`` hold the prediction, and each further
-    output goes to a file beside it (``y.attention_weights.npy``).
+    ``.npz`` holds one array per output, named after it; ``.json`` one object, an entry per output name; ``.npy``
+    and ``.csv`` hold one array each: the first output goes to ``path``, each further output to a file beside it
+    (``y.attention_weights.npy``). An output name that is not a plain file-name part (a model's names are its
+    author's choice: ``../x``, ``a/b``) is written as ``output<N>`` (its position) in file names and .npz keys.
     """
     suffix = path.suffix.lower()
+    if suffix not in (".npy", ".csv", ".json", ".npz"):
+        raise InputError(f"{path}: the output must end in .npz, .npy, .csv or .json")
+    names = list(outputs)
     if suffix == ".json":
         data = {name: array.tolist() for name, array in outputs.items()}
-        return {path: (json.dumps(data) + "\n").encode()}
-    if suffix not in (".npy", ".csv"):
-        raise InputError(f"{path}: the output must end in .npy, .csv or .json")
+        return {path: ((json.dumps(data) + "\n").encode(), names)}
+    keys = {name: _file_part(name, i) for i, name in enumerate(names)}
+    if len(set(keys.values())) != len(keys):
+        raise InputError(f"{path}: the output names {names} do not give distinct file names; use .json")
+    buf = io.BytesIO()
+    if suffix == ".npz":
+        # one .npy member per output, written here: np.savez's keyword names would clash with outputs
+        # named like its own parameters ("file", "allow_pickle")
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, array in outputs.items():
+                member = io.BytesIO()
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+                zf.writestr(f"{keys[name]}.npy", member.getvalue())
+        return {path: (buf.getvalue(), names)}
     files = {}
     for i, (name, array) in enumerate(outputs.items()):
-        target = path if i == 0 else path.with_name(f"{path.stem}.{name}{suffix}")
+        target = path if i == 0 else path.with_name(f"{path.stem}.{keys[name]}{suffix}")
         buf = io.BytesIO()
         if suffix == ".npy":
             np.save(buf, array, allow_pickle=False)
         else:
             np.savetxt(buf, array.reshape(array.shape[0], -1), delimiter=",", fmt="%.9g")
-        files[target] = buf.getvalue()
+        files[target] = (buf.getvalue(), [name])
     return files
+
+
+def _file_part(name: str, index: int) -> str:
+    """``name`` if it is safe inside a file name (letters, digits, ``_ . -``, not starting with a dot), else
+    ``output<index>``."""
+    return name if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name) else f"output{index}"

@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -283,14 +282,15 @@ def run(
     int8 file, or with ``fold_weights=False``); they take the same inputs.
     ``time_steps``: the length to time where the time axis is free (default: ``defaults.TIME_STEPS``).
     """
-    from edgeattn.onnxfile import load_onnx, open_session
+    from edgeattn.onnxfile import checked_copy, open_session
     from edgeattn.runtime import Predictor
     from edgeattn.verify import input_specs, make_cases
 
     if (eager or litert) and keras_source is None:
         raise InputError("eager and LiteRT time the Keras source: give it (keras_source / --keras SRC)")
-    proto = load_onnx(model_path)
-    predictor = Predictor(model_path, providers=["cpu"], threads=threads, fold_weights=fold_weights)
+    with checked_copy(model_path) as (copy, data):  # read once: what was checked is what is timed
+        proto = onnx.ModelProto.FromString(data)
+        predictor = Predictor(copy, providers=["cpu"], threads=threads, fold_weights=fold_weights)
     specs = input_specs(proto)
     time_free = any(s.time_free for s in specs)
     fixed = next((s.shape[1] for s in specs if len(s.shape) > 1 and isinstance(s.shape[1], int)), None)
@@ -397,25 +397,40 @@ class _TensorFlowChild:
     ) -> None:
         if progress:
             progress(f"loading {source} in a TensorFlow child process ({threads} intra-op thread(s))")
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        from edgeattn.sandbox import child_command, child_env
+
+        # Isolated (python -I), in a private empty folder of its own: no module from the working folder or
+        # from beside the model runs. The parent's files (inputs, outputs, the child's stderr) sit beside it.
         self.folder = Path(tempfile.mkdtemp(prefix="edgeattn-bench-"))
-        self.log = self.folder / "stderr.txt"  # a file, not a pipe: TensorFlow's chatter cannot fill it up
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edgeattn.bench_child", str(threads)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=env,
-            )
+        self.proc = None
+        try:
+            cwd, tmp = self.folder / "cwd", self.folder / "tmp"  # its working folder; its temporary files
+            cwd.mkdir()
+            tmp.mkdir()
+            self.log = self.folder / "stderr.txt"  # a file, not a pipe: TensorFlow's chatter cannot fill it
+            with open(self.log, "w") as log:
+                self.proc = subprocess.Popen(
+                    child_command("edgeattn.bench_child", str(threads)),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                    env=child_env(TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp)),
+                    cwd=cwd,
+                )
+            self._load(source, eager, litert, custom_layers, report, proto)
+        except BaseException:
+            self.close()  # what this run made goes, also on error
+            raise
+
+    def _load(self, source, eager, litert, custom_layers, report: BenchReport, proto) -> None:
         self.report = report
         self.outputs: dict[str, np.ndarray] = {}
         self.threads: dict[str, int] = {}
         from edgeattn.onnxfile import SIGNATURE_OUTPUTS_KEY
         from edgeattn.verify import input_shapes_of
 
-        layers = [os.fspath(p) for p in custom_layers]
+        layers = [_absolute(p) for p in custom_layers]
         # what a source that records no inputs is built on, and a SavedModel signature's outputs in ONNX order
         shapes = [[s.name, s.dtype, list(s.shape)] for s in input_shapes_of(proto)]
         order = json.loads(
@@ -423,7 +438,7 @@ class _TensorFlowChild:
         )
         loaded = self.ask(
             "load",
-            source=os.fspath(source),
+            source=os.path.abspath(os.fspath(source)),
             custom_layers=layers,
             eager=eager,
             litert=litert,
@@ -466,13 +481,24 @@ class _TensorFlowChild:
     def close(self) -> None:
         import shutil
 
-        try:
-            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
+        if self.proc is not None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+            for pipe in (self.proc.stdout,):
+                pipe.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _absolute(layer) -> str:
+    """A --custom-layers entry for the child, which runs in its own folder: a file as an absolute path; a
+    module name as given."""
+    text = os.fspath(layer)
+    return os.path.abspath(text) if text.endswith(".py") or os.sep in text or "/" in text else text
 
 
 def litert_bytes(concrete_function) -> bytes:

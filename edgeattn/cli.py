@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from edgeattn import __version__, defaults, sandbox
-from edgeattn.errors import CheckFailedError, EdgeAttnError, InputError, first_line, require_file
+from edgeattn import __version__, defaults
+from edgeattn.errors import CheckFailedError, EdgeAttnError, InputError, first_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -70,6 +70,14 @@ input_spec_option = click.option(
     metavar="NAME:DTYPE[AXES]",
     help='The inputs of a model whose file records none (a subclassed model), e.g. "x:float32[batch,10,1]" '
     "(repeatable, in the model's input order; batch/time name free axes). Ignored when the file records them.",
+)
+max_params_option = click.option(
+    "--max-params",
+    type=click.IntRange(1),
+    default=defaults.MAX_PARAMS,
+    show_default=True,
+    help="Refuse a model whose config implies more parameters than this, before Keras builds it (a crafted "
+    "config can ask for more memory than the machine has).",
 )
 unsafe_option = click.option(
     "--unsafe",
@@ -184,12 +192,24 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
     "attention layers, name one (--attention-weights=LAYER).",
 )
 @click.option(
-    "--atol", type=float, default=defaults.ATOL, show_default=True, help="Parity tolerance (max abs error)."
+    "--atol",
+    type=float,
+    default=defaults.ATOL,
+    show_default=True,
+    help="Parity tolerance: the max abs error every tensor may have, plus --rtol times its scale.",
+)
+@click.option(
+    "--rtol",
+    type=float,
+    default=defaults.RTOL,
+    show_default=True,
+    help="Relative tolerance: times each tensor's scale (its largest |keras| value), added to atol.",
 )
 @click.option("--no-golden", is_flag=True, help="Do not store the reference inputs/outputs in the model.")
 @force_option
 @custom_layers_option
 @input_spec_option
+@max_params_option
 @unsafe_option
 def export(
     src: Path,
@@ -197,10 +217,12 @@ def export(
     opset: int,
     attention_weights: str | None,
     atol: float,
+    rtol: float,
     no_golden: bool,
     force: bool,
     custom_layers: tuple[str, ...],
     input_specs: tuple[str, ...],
+    max_params: int,
     unsafe: bool,
 ) -> None:
     """Export a Keras model (.keras, .h5 or a SavedModel folder) to a plain ONNX file, checked before it is
@@ -208,7 +230,8 @@ def export(
 
     \b
     The graph must use standard ONNX operators only, hold each recurrent layer as one fused LSTM/GRU/RNN
-    node, keep the batch axis dynamic, and match Keras within --atol on seeded inputs (batches 1, 7, 64).
+    node, keep the batch axis dynamic, and match Keras within --atol + --rtol * scale (each output's largest
+    |keras| value) on seeded inputs (batches 1, 7, 64).
     Otherwise nothing is written and the exit code is 1.
     Example:
       edgeattn export model.keras -o model.onnx
@@ -229,9 +252,11 @@ def export(
         force=force,
         unsafe=unsafe,
         atol=atol,
+        rtol=rtol,
         golden=not no_golden,
         custom_layers=custom_layers,
         input_specs=input_specs,
+        max_params=max_params,
     )
     result = run_export(src, output, options, progress=_progress())
     s = result.summary
@@ -245,7 +270,7 @@ def export(
         _emit(f"  output  {name} {_shape(shape)} {dtype}")
     _emit(
         f"  parity  max abs error {result.parity.max_abs:.2e} over {result.parity.inputs} "
-        f"(atol {atol:g}): pass"
+        f"(atol {atol:g} + rtol {rtol:g} * each tensor's scale): pass"
     )
     if result.ort_max_abs is not None:
         from edgeattn.ortformat import config_path
@@ -296,13 +321,15 @@ def _ints(value: str) -> tuple[int, ...]:
 @click.option(
     "--lengths", default=None, help="Time lengths to try where the time axis is free.  [default: 1,5,10,30]"
 )
-@click.option("--atol", type=float, default=defaults.ATOL, show_default=True, help="Absolute tolerance.")
+@click.option(
+    "--atol", type=float, default=defaults.ATOL, show_default=True, help="Absolute tolerance of every tensor."
+)
 @click.option(
     "--rtol",
     type=float,
     default=defaults.RTOL,
     show_default=True,
-    help="Relative tolerance (added to atol*).",
+    help="Relative tolerance: times each tensor's scale (its largest |keras| value), added to atol.",
 )
 @click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed of the random inputs.")
 @click.option(
@@ -338,7 +365,8 @@ def verify(
 
     \b
     Both get the same seeded inputs; per output it prints max abs, max rel and mean abs error and the
-    worst sample. An output passes when |onnx - keras| <= atol + rtol * |keras| everywhere.
+    worst sample. A tensor (an output, a layer's output) passes when |onnx - keras| <= atol + rtol * scale
+    everywhere, scale being its largest |keras| value: the tolerance it got is printed beside it.
     Exit 0: everything passed; 1: an output or a structure check failed; 2: bad input.
     Examples:
       edgeattn verify model.onnx --keras model.keras
@@ -371,7 +399,10 @@ def verify(
     for note in notes:
         _emit(note)
     _emit(f"{model} vs {keras_src}: {report.inputs}; {report.provider}")
-    _emit(f"{'output':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10}  {'worst':<24} result")
+    _emit(
+        f"{'output':<20} {'max abs':>10} {'tolerance':>10} {'scale':>10} {'max rel':>10} {'mean abs':>10}  "
+        f"{'worst':<24} result"
+    )
     for o in report.outputs:
         _emit(_parity_row(o.name, o))
     if report.layers:
@@ -391,7 +422,8 @@ def verify(
 def _parity_row(name: str, o) -> str:
     worst = f"{o.worst_case} #{o.worst_sample}"
     return (
-        f"{name:<20} {o.max_abs:>10.3g} {o.max_rel:>10.3g} {o.mean_abs:>10.3g}  {worst:<24} "
+        f"{name:<20} {o.max_abs:>10.3g} {o.tol:>10.3g} {o.scale:>10.3g} {o.max_rel:>10.3g} {o.mean_abs:>10.3g}  "
+        f"{worst:<24} "
         f"{'pass' if o.passed else 'FAIL'}"
     )
 
@@ -429,40 +461,65 @@ def _write_json(json_file: Path | None, data: dict) -> None:
 
 
 def _predictor(model: Path, provider: str | None = None):
+    """A Predictor on the bytes that were checked: the file is read once, the contained child parses a private
+    copy of those bytes (and of its external data), and the Predictor is built from that copy, not the path."""
+    from edgeattn.onnxfile import checked_copy
     from edgeattn.runtime import Predictor
 
-    require_file(model, "an ONNX model")
-    if sandbox.enabled():
-        sandbox.parse("onnx", model)
-    try:
-        return Predictor(model, providers=[provider] if provider else None)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    with checked_copy(model, ort_format=True) as (copy, _):
+        try:
+            predictor = Predictor(copy, providers=[provider] if provider else None)
+        except ValueError as exc:
+            raise InputError(str(exc).replace(copy, str(model))) from None
+    predictor.path = os.fspath(model)  # messages name the user's file
+    return predictor
 
 
 @cli.command(context_settings=CONTEXT, short_help="Run an ONNX model with onnxruntime (no TensorFlow).")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
-@output_option("Where to write the predictions (.npy).")
+@output_option("Where to write the predictions (.npz, .npy, .csv or .json).")
 @click.option(
     "--provider", help="Execution provider: cpu, cuda, tensorrt, coreml, ... (default: best available)."
 )
-@click.option("--attention", is_flag=True, help="Also write the attention weights.")
+@click.option(
+    "--attention",
+    is_flag=True,
+    help="Require the attention_weights output (exit 2 if the model has none); every output is written anyway.",
+)
+@click.option(
+    "--output-name",
+    "output_names",
+    multiple=True,
+    metavar="NAME",
+    help="Write only this output of the model (repeatable). Default: every output.",
+)
 @force_option
 def predict(
-    model: Path, input_file: Path, output: Path, provider: str | None, attention: bool, force: bool
+    model: Path,
+    input_file: Path,
+    output: Path,
+    provider: str | None,
+    attention: bool,
+    output_names: tuple[str, ...],
+    force: bool,
 ) -> None:
-    """Run an ONNX model on inputs with onnxruntime (no TensorFlow) and write the predictions.
+    """Run an ONNX model on inputs with onnxruntime (no TensorFlow) and write every output it computes.
 
     \b
     INPUT: .npy; .npz (one array, or one per model input); .csv (one sample per row, reshaped to the
     model's per-sample shape, e.g. 10 values per row for the seed model); .json or '-' (JSON on stdin).
     A text model (exported from a TextVectorization) takes texts: .txt (one text per line), .json (a list
     of strings) or '-'; they are tokenized as Keras did, by the rules stored in the model.
-    OUTPUT: .npy, .csv or .json, by suffix. With --attention the weights are written too: into the .json,
-    or beside a .npy/.csv as OUTPUT-STEM.attention_weights.npy/.csv. Nothing is written if INPUT is refused.
+    OUTPUT, by suffix: .npz (one array per output, named after it) or .json (one object, an entry per
+    output name) hold every output; .npy and .csv hold one array each: the first output goes to OUTPUT, each
+    further one beside it as OUTPUT-STEM.NAME.npy/.csv (e.g. y.attention_weights.npy). --output-name NAME
+    writes only the outputs named. It says which output it wrote to which file. Nothing is written if INPUT
+    is refused.
     Examples:
       edgeattn predict model.onnx x.npy -o y.npy
+      edgeattn predict model.onnx x.npy -o outputs.npz          # every output, by name
+      edgeattn predict model.onnx x.npy -o score.npy --output-name score
       edgeattn predict model.onnx x.csv -o y.json --attention
       echo '[[[0.1],[0.9],[0.2],[0.3],[0.4],[0.5],[0.6],[0.7],[0.8],[0.0]]]' | edgeattn predict model.onnx - -o y.json
       edgeattn predict text-model.onnx texts.txt -o y.json
@@ -471,27 +528,42 @@ def predict(
     from edgeattn.files import check_writable, write_atomic
 
     predictor = _predictor(model, provider)
+    names = [o.name for o in predictor.outputs]
+    unknown = [n for n in output_names if n not in names]
+    if unknown:
+        raise InputError(
+            f"{model} has no output {unknown[0]!r}; its outputs: {', '.join(map(repr, names))}",
+            hint="pick one of them with --output-name, or leave it out to write every output",
+        )
     if attention and not predictor.has_attention:
         raise InputError(
             f"{model} has no attention_weights output", hint="export it with --attention-weights"
         )
-    text = "edgeattn.text" in predictor.metadata  # a text model: INPUT holds texts (edgeattn.textmodel)
+    chosen = list(dict.fromkeys(output_names)) or names
+    from edgeattn.runtime import TEXT_KEY
+
+    text = TEXT_KEY in predictor.metadata  # a text model: INPUT holds texts (edgeattn.textmodel)
     if text:
         from edgeattn.textmodel import read_texts
     x = read_texts(input_file) if text else read_input(input_file, predictor.inputs)
     try:
-        outputs = (predictor.predict_text if text else predictor.predict)(x, return_attention=attention)
+        computed = dict(zip(names, predictor.run(predictor.tokenize(x) if text else x)))
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc)) from None
-    named = {"y": outputs[0], "attention_weights": outputs[1]} if attention else {"y": outputs}
-    files = encode_outputs(output, named)
+    files = encode_outputs(output, {name: computed[name] for name in chosen})
     for path in files:
         check_writable(path, force)
-    for path, data in files.items():
+    for path, (data, _) in files.items():
         write_atomic(path, data, force=force)
-    y = named["y"]
-    where = ", ".join(str(p) for p in files)
-    _emit(f"wrote {where}: {y.shape[0]} predictions of shape {y.shape[1:]} ({predictor.providers[0]})")
+    n = next(iter(computed.values())).shape[0] if computed else 0
+    written = "; ".join(
+        f"{path}: {', '.join(f'{name} {_shape(computed[name].shape)}' for name in held)}"
+        for path, (_, held) in files.items()
+    )
+    _emit(f"wrote {written} ({n} samples, {predictor.providers[0]})")
+    left = [name for name in names if name not in chosen]
+    if left:
+        _emit(f"not written: {', '.join(left)} (--output-name picked the others)")
 
 
 # -- explain ----------------------------------------------------------------------------------------------
@@ -514,10 +586,12 @@ def predict(
 )
 @force_option
 def explain(model: Path, input_file: Path, png: Path | None, samples: int, force: bool) -> None:
-    """Print each sample's prediction and its attention over time; optionally draw a heatmap.
+    """Print each sample's outputs and its attention over time; optionally draw a heatmap.
 
     \b
     MODEL must be exported with --attention-weights. INPUT is .npy (or .npz, one array per input).
+    It explains the attention_weights output; the first line says so and names every other output, and
+    each sample shows all of them (the prediction, and any further output by name).
     In the text, each step is a shade from ' ' (no weight) to '█' (the sample's largest weight).
     Example:
       edgeattn explain models/seed.onnx x.npy --png attention.png --samples 8
@@ -586,8 +660,10 @@ def inspect(model: Path, as_json: bool) -> None:
             else "all inside the file"
         )
     )
+    from edgeattn.runtime import TEXT_KEY
+
     for key, value in meta.items():
-        if key == "edgeattn.text":  # a text model's tokenizer rules: one line, without the vocabulary
+        if key == TEXT_KEY:  # a text model's tokenizer rules: one line, without the vocabulary
             from edgeattn.textmodel import describe_spec
 
             value = describe_spec(value)

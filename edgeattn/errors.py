@@ -66,7 +66,11 @@ def first_line(exc: BaseException) -> str:
 
 
 def require_file(path, what: str, hint: str | None = None):
-    """``path`` as a Path if it is a file; else InputError: "no such file" or "is a directory, not WHAT"."""
+    """``path`` as a Path if it is a regular file (after following links) of at most ``max_file_bytes()``;
+    else InputError: "no such file", "is a directory, not WHAT", "is not a regular file" (a device such as
+    /dev/zero, a FIFO, a socket: reading one may never end) or "N MB is over the limit"."""
+    import os
+    import stat
     from pathlib import Path
 
     path = Path(path)
@@ -74,7 +78,39 @@ def require_file(path, what: str, hint: str | None = None):
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path} is a directory, not {what}", hint=hint)
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"{path} is not a regular file (a device, a FIFO or a socket), not {what}", hint=hint
+        )
+    check_size(path, info.st_size)
     return path
+
+
+def max_file_bytes() -> int:
+    """The largest file edgeattn reads: ``EDGEATTN_MAX_FILE_MB`` megabytes (default ``defaults.MAX_FILE_MB``)."""
+    import os
+
+    from edgeattn import defaults
+
+    try:
+        return int(float(os.environ.get("EDGEATTN_MAX_FILE_MB", defaults.MAX_FILE_MB)) * 1024 * 1024)
+    except (ValueError, OverflowError):
+        raise InputError("EDGEATTN_MAX_FILE_MB must be a number of megabytes") from None
+
+
+def check_size(path, size: int) -> None:
+    """Refuse a file (or folder, by its total) of more than ``max_file_bytes()``."""
+    limit = max_file_bytes()
+    if size > limit:
+
+        def mb(n: int) -> str:
+            return f"{n / 1024 / 1024:,.{0 if n >= 10 << 20 else 2}f}"
+
+        raise InputError(
+            f"{path}: {mb(size)} MB is over the limit of {mb(limit)} MB (EDGEATTN_MAX_FILE_MB)",
+            hint="raise EDGEATTN_MAX_FILE_MB for a file you trust to be that large",
+        )
 
 
 def as_reply(exc: EdgeAttnError) -> dict:

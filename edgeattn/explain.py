@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeattn.errors import InputError, require
-from edgeattn.runtime import Predictor
+from edgeattn.runtime import ATTENTION_OUTPUT, Predictor
 
 SHADES = " ▁▂▃▄▅▆▇█"
 MAX_TEXT_QUERIES = 4
@@ -26,10 +26,15 @@ class Explanation:
     """What the model predicted for each sample and where it looked."""
 
     series: np.ndarray  # the first input, first feature: (samples, time) (or (samples, n_queries))
-    predictions: np.ndarray  # (samples, ...)
+    outputs: dict  # every other output of the model, by name: (samples, ...) each
     weights: (
         np.ndarray
     )  # (samples, time), (samples, n_queries, n_keys) or (samples, heads, n_queries, n_keys)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """The model's first output (the prediction)."""
+        return next(iter(self.outputs.values()))
 
     @property
     def peaks(self) -> np.ndarray:
@@ -47,12 +52,13 @@ def explain(predictor: Predictor, x, samples: int | None = None) -> Explanation:
     if samples is not None:
         x = {k: v[:samples] for k, v in x.items()} if isinstance(x, dict) else np.asarray(x)[:samples]
     try:
-        prediction, weights = predictor.predict(x, return_attention=True)
+        computed = dict(zip((o.name for o in predictor.outputs), predictor.run(x)))
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc)) from None
+    weights = computed.pop(ATTENTION_OUTPUT)
     first = next(iter(x.values())) if isinstance(x, dict) else np.asarray(x)
     series = first.reshape(first.shape[0], first.shape[1], -1)[..., 0] if first.ndim >= 2 else first[:, None]
-    return Explanation(series=series.astype(np.float64), predictions=prediction, weights=weights)
+    return Explanation(series=series.astype(np.float64), outputs=computed, weights=weights)
 
 
 def _shade(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> str:
@@ -67,19 +73,31 @@ def _value(prediction: np.ndarray) -> str:
     return " ".join(f"{v:.4g}" for v in flat[:4]) + (" ..." if flat.size > 4 else "")
 
 
+def describe(explanation: Explanation) -> str:
+    """What the text shows: the attention weights (their shape) and, per sample, every other output by name."""
+    shapes = ", ".join(f"{name} {tuple(a.shape[1:])}" for name, a in explanation.outputs.items())
+    return (
+        f"{ATTENTION_OUTPUT} {tuple(explanation.weights.shape[1:])} per sample, as shades; "
+        f"beside it every other output: {shapes or 'none'}"
+    )
+
+
 def render_text(explanation: Explanation) -> str:
-    """One block per sample: the prediction, the input as shades, and the attention as shades (0 .. row max)."""
-    lines = []
-    for i, (pred, w) in enumerate(zip(explanation.predictions, explanation.weights)):
+    """A line saying what it shows, then one block per sample: every output (the prediction, and any other by
+    name), the input as shades, and the attention as shades (0 .. row max)."""
+    lines = [describe(explanation)]
+    several = len(explanation.outputs) > 1
+    for i, w in enumerate(explanation.weights):
+        values = "  ".join(
+            f"{name if several else 'prediction'} {_value(a[i])}" for name, a in explanation.outputs.items()
+        )
         if w.ndim == 1:
             peak = int(w.argmax())
-            lines.append(
-                f"sample {i}  prediction {_value(pred)}  attention peaks at t={peak} ({w[peak]:.2f})"
-            )
+            lines.append(f"sample {i}  {values}  attention peaks at t={peak} ({w[peak]:.2f})")
             lines.append(f"  input      {_shade(explanation.series[i])}")
             lines.append(f"  attention  {_shade(w, 0.0)}")
         else:
-            lines.append(f"sample {i}  prediction {_value(pred)}")
+            lines.append(f"sample {i}  {values}")
             heads = w.reshape(-1, *w.shape[-2:])
             for h, head in enumerate(heads[:MAX_HEADS]):
                 label = f"head {h} " if len(heads) > 1 else ""

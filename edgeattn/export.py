@@ -54,9 +54,11 @@ class ExportOptions:
     force: bool = False
     unsafe: bool = False
     atol: float = verify.DEFAULT_ATOL
+    rtol: float = verify.DEFAULT_RTOL  # times each tensor's scale (its largest |Keras| value), added to atol
     golden: bool = True
     custom_layers: tuple[str, ...] = ()  # the user's layer code: .py files or module names
     input_specs: tuple = ()  # for a model that records no inputs: "x:float32[batch,10,1]" strings
+    max_params: int = defaults.MAX_PARAMS  # refuse a config that implies more (before Keras builds it)
     layer_outputs: bool = True  # record which ONNX tensor holds each Keras layer's output (verify per layer)
 
 
@@ -94,7 +96,11 @@ def export(
         return _export_graph_folder(src, out, options, say, start)
     say(f"reading {Path(src).name} (its config is checked before Keras sees it)")
     loaded = load_model(
-        src, unsafe=options.unsafe, custom_layers=options.custom_layers, input_shapes=options.input_specs
+        src,
+        unsafe=options.unsafe,
+        custom_layers=options.custom_layers,
+        input_shapes=options.input_specs,
+        max_params=options.max_params,
     )
     keras_model = loaded.model
     from edgeattn import textmodel
@@ -141,15 +147,20 @@ def export(
     _check_structure(proto, count_recurrent_layers(keras_model), output_names)
 
     specs = verify.input_specs(proto)
+    reference = functools.partial(kerasmodel.keras_outputs, keras_model)
     cases = verify.make_cases(
-        specs, vocab=kerasmodel.vocab_size(keras_model), trained_length=_time_steps(keras_model)
+        specs,
+        vocab=kerasmodel.vocab_size(keras_model),
+        trained_length=_time_steps(keras_model),
+        probe=reference,  # unequal lengths per input where Keras takes them
     )
     say(f"checking parity with Keras on {verify.describe(cases)}")
     parity = verify.compare(
-        lambda feed: kerasmodel.keras_outputs(keras_model, feed),
+        reference,
         onnxfile.open_session(proto, ["cpu"]),
         cases,
         atol=options.atol,
+        rtol=options.rtol,
     )
     if not parity:
         raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
@@ -162,7 +173,6 @@ def export(
         SOURCE_FORMAT_KEY: loaded.source.path_taken,
         LAYER_OUTPUTS_KEY: json.dumps(layer_map),
     }
-    reference = functools.partial(kerasmodel.keras_outputs, keras_model)
     _stamp(
         proto,
         loaded.source.path,
@@ -430,6 +440,7 @@ def _stamp(
             {
                 "max_abs": parity.max_abs,
                 "atol": options.atol,
+                "rtol": options.rtol,
                 "cases": parity.cases,
                 "provider": parity.provider,
             }
@@ -496,8 +507,7 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
             f"{src} has no Keras layers: --attention-weights cannot find an attention layer in it",
             hint="export it without --attention-weights; a signature output that holds the weights is kept",
         )
-    if options.custom_layers:
-        raise InputError(f"{src} has no Keras config: --custom-layers does not apply to it")
+    # --custom-layers is not needed here (the graph holds the layers' computation) and is not imported
     with files.private_copy(src) as copy:
         say(f"reading {src.name}/{SAVED_MODEL} as data (its ops are checked before TensorFlow loads it)")
         found = check_folder(copy, unsafe=options.unsafe, shown=src)
@@ -517,10 +527,16 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
 
     _check_structure(proto, found["loops"] or None, output_names)
 
-    cases = verify.make_cases(verify.input_specs(proto), trained_length=source.time_steps)
+    cases = verify.make_cases(
+        verify.input_specs(proto), trained_length=source.time_steps, probe=source.reference(order)
+    )
     say(f"checking parity with the SavedModel's signature on {verify.describe(cases)}")
     parity = verify.compare(
-        source.reference(order), onnxfile.open_session(proto, ["cpu"]), cases, atol=options.atol
+        source.reference(order),
+        onnxfile.open_session(proto, ["cpu"]),
+        cases,
+        atol=options.atol,
+        rtol=options.rtol,
     )
     if not parity:
         raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")

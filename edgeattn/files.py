@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from edgeattn.errors import InputError, OutputExistsError
+from edgeattn.errors import InputError, OutputExistsError, check_size
 
 TMP_MARK = ".edgeattn-tmp-"
 # Tests only: seconds to pause while a temporary file or folder is half written, so that a test can kill the
@@ -35,12 +35,10 @@ def _check_folder(path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
-    probe = folder / f".{path.name}{TMP_MARK}{os.getpid()}"
+    probe = _temp_name(path)
     try:  # os.access is not enough: root passes it on read-only mounts
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         probe.unlink()
-    except FileExistsError:
-        pass  # our own temporary file from a moment ago: the folder is writable
     except OSError as exc:
         raise InputError(f"{folder}: the folder is not writable ({exc.strerror})") from None
 
@@ -55,12 +53,22 @@ def _pause(tmp: Path, fh=None) -> None:
     time.sleep(float(os.environ[PAUSE_ENV]))
 
 
+def _temp_name(path: Path, kind: str = "") -> Path:
+    """A fresh temporary name beside ``path``: ``.NAME.edgeattn-tmp-[KIND]PID-RANDOM``. The process id lets a
+    later run remove what a dead one left; the random part makes the name unpredictable (no one can plant a
+    link there in advance, and the file is created with O_EXCL|O_NOFOLLOW anyway)."""
+    import secrets
+
+    parent = path.parent if str(path.parent) else Path(".")
+    return parent / f".{path.name}{TMP_MARK}{kind}{os.getpid()}-{secrets.token_hex(8)}"
+
+
 def _clean_stale(path: Path) -> None:
     """Remove the temporary files and folders that dead runs left beside ``path``."""
     import shutil
 
     for tmp in path.parent.glob(f".{path.name}{TMP_MARK}*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
+        pid = tmp.name.split(TMP_MARK, 1)[-1].removeprefix("old-").split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -83,9 +91,11 @@ def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> P
     """Write ``data`` to ``path`` atomically. Raises ``OutputExistsError`` if it exists and not ``force``."""
     path = check_writable(path, force)
     _clean_stale(path)
-    tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
+    tmp = _temp_name(path)
     try:
-        with open(tmp, "wb") as fh:
+        # a new file of our own, never one that exists or a link planted at the name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as fh:
             if os.environ.get(PAUSE_ENV):  # tests only: half the bytes, then a pause to be killed in
                 fh.write(data[: len(data) // 2])
                 _pause(tmp, fh)
@@ -128,9 +138,8 @@ def staged_folder(path: str | os.PathLike, force: bool = False):
 
     path = check_writable_folder(path, force)
     _clean_stale(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    tmp = parent / f".{path.name}{TMP_MARK}{os.getpid()}"
-    old = parent / f".{path.name}{TMP_MARK}old-{os.getpid()}"
+    tmp = _temp_name(path)
+    old = _temp_name(path, "old-")
     try:
         tmp.mkdir()
         yield tmp
@@ -189,15 +198,43 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 def _folder_files(folder: Path) -> list[tuple[str, Path]]:
     """(relative name, path) of every file below ``folder``, sorted; a symbolic link is refused (it could
-    lead out of the folder)."""
+    lead out of the folder), so is anything but regular files and folders, and a total over the size limit."""
+    import stat
+
     found = []
+    total = 0
     for root, dirs, names in os.walk(folder):
         for name in sorted(dirs + names):
             item = Path(root) / name
             if item.is_symlink():
                 raise InputError(f"{item} is a symbolic link: a model folder must hold its own files")
+            info = item.stat()
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                raise InputError(f"{item} is not a regular file (a device, a FIFO or a socket)")
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
         found += [(str((Path(root) / n).relative_to(folder)), Path(root) / n) for n in names]
+    check_size(folder, total)
     return sorted(found)
+
+
+def _copy_regular(source: Path, target: Path, follow: bool = True) -> None:
+    """Copy a file that is regular when opened and within the size limit (both checked on the open descriptor:
+    no race with a swap to a device); without ``follow``, a link at ``source`` is refused."""
+    import shutil
+    import stat
+
+    flags = os.O_RDONLY | (0 if follow else os.O_NOFOLLOW)  # a folder's files: a link swapped in is refused
+    try:
+        fd = os.open(source, flags)
+    except OSError as exc:
+        raise InputError(f"{source}: cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as src:
+        info = os.fstat(src.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{source} is not a regular file (a device, a FIFO or a socket)")
+        check_size(source, info.st_size)
+        with open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 @contextlib.contextmanager
@@ -214,10 +251,10 @@ def private_copy(path: str | os.PathLike):
             if Path(path).is_dir():
                 for name, file in _folder_files(Path(path)):
                     (copy / name).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(file, copy / name)
+                    _copy_regular(file, copy / name, follow=False)
                 copy.mkdir(exist_ok=True)
             else:
-                shutil.copyfile(path, copy)
+                _copy_regular(Path(path), copy)
         except OSError as exc:
             raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
         yield copy

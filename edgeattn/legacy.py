@@ -1,8 +1,11 @@
 """Keras 2 model configs and weights, made fit for Keras 3. Pure data: nothing here imports Keras.
 
 What Keras 3 cannot read in a Keras 2 ``.h5`` config, rewritten in a copy:
-- keys Keras 3 refuses (``time_major``, ``implementation``, MultiHeadAttention's build shapes) are dropped, and
-  so is the ``build_config`` of a model's layers (tf.keras 2.13-2.15 ``.keras``: the graph builds them);
+- keys Keras 3 refuses are dropped where they carry no meaning: ``implementation`` (a kernel choice) and
+  ``time_major=False`` from Keras' own recurrent layers and cells only (a user's layer keeps its own
+  arguments of those names), MultiHeadAttention's build shapes; ``time_major=True`` is refused by layer name
+  (Keras 3 reads only batch-major inputs, and dropping it would swap the batch and time axes);
+- the ``build_config`` of a model's layers is dropped (tf.keras 2.13-2.15 ``.keras``: the graph builds them);
 - an old ``Sequential`` (Keras 2.0-2.2: its config a bare list, no ``InputLayer``; the input given on the first
   layer as ``batch_input_shape``, ``batch_shape``, ``input_shape``, or Keras 1's ``input_dim``/``input_length``)
   gets the ``InputLayer`` that Keras 2 built from those keys (``input_shape_of``);
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Keras 2 keys that Keras 3 refuses; they carry no information for inference.
+# Keras 2 keys of the recurrent layers and cells that Keras 3 refuses (``time_major`` only when False).
 LEGACY_KEYS = ("time_major", "implementation")
 # Keras 2 activations whose Keras 3 namesakes compute something else.
 ACTIVATION_KEYS = ("activation", "recurrent_activation")
@@ -36,6 +39,7 @@ CUDNN = {"CuDNNLSTM": "LSTM", "CuDNNGRU": "GRU"}
 # Where Keras 1/2 took a Sequential model's input from its first layer.
 INPUT_KEYS = ("batch_input_shape", "batch_shape", "input_shape", "input_dim", "input_length")
 RECURRENT = frozenset({"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU"})
+RECURRENT_CLASSES = RECURRENT | {"RNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "StackedRNNCells"}
 WRAPPERS = frozenset({"Bidirectional", "TimeDistributed"})
 TF_OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
 CONSTANT = "_CONSTANT_VALUE"
@@ -49,11 +53,15 @@ class Rewritten:
     config: dict
     cudnn: dict[str, list[str]] = field(default_factory=dict)  # layer name -> kind per stored direction
     package_attention: bool = True  # read "Attention" with units/score as the attention package's
+    user_classes: frozenset[str] = frozenset()  # the user's own classes: their configs are theirs, untouched
 
 
 def rewrite(config: dict, user_classes: frozenset[str] = frozenset()) -> Rewritten:
-    """``user_classes``: names the user's own layer code supplies; a user's ``Attention`` is left alone."""
-    result = Rewritten(config={}, package_attention="Attention" not in user_classes)
+    """``user_classes``: names the user's own layer code supplies; a layer of such a class (also one named
+    like a Keras class: ``Attention``, ``LSTM``) keeps its config as the file has it."""
+    result = Rewritten(
+        config={}, package_attention="Attention" not in user_classes, user_classes=user_classes
+    )
     result.config = _rewrite(config, result, names=frozenset())
     return result
 
@@ -82,8 +90,6 @@ def _rewrite(node, result: Rewritten, names: frozenset):
             )
     out = {}
     for key, value in node.items():
-        if key in LEGACY_KEYS:
-            continue
         if key in ACTIVATION_KEYS and isinstance(value, str):
             out[key] = LEGACY_ACTIVATIONS.get(value, value)
         elif key == "inbound_nodes" and isinstance(value, list):
@@ -106,8 +112,18 @@ def _rewrite(node, result: Rewritten, names: frozenset):
 
 def _rewrite_layer(node: dict, result: Rewritten, names: frozenset) -> dict:
     cls, config = node["class_name"], node["config"]
+    if cls in result.user_classes or node.get("registered_name") in result.user_classes:
+        return node  # the user's class wins over the Keras class of that name: no Keras 2 rewrite applies
     if cls == "Sequential":
         return _sequential(node)
+    if cls in RECURRENT_CLASSES:
+        if config.get("time_major"):
+            raise ValueError(
+                f"{cls} layer {config.get('name')!r} has time_major=True (inputs as (time, batch, features)), "
+                "which Keras 3 cannot build; edgeattn refuses it rather than read the axes the other way round"
+            )
+        config = {k: v for k, v in config.items() if k not in LEGACY_KEYS}
+        node = {**node, "config": config}
     if cls in RECURRENT and ("input_dim" in config or "input_length" in config):
         # Keras 1's way to give a recurrent layer's input shape; only a Sequential's first layer needs it
         # (``_sequential``), and Keras 3 refuses the keys

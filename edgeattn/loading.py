@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeattn import files, legacy, sandbox, savedmodel, tfops
+from edgeattn import defaults, files, legacy, params, sandbox, savedmodel, tfops
 from edgeattn.errors import (
     EdgeAttnError,
     InputError,
@@ -50,9 +51,13 @@ LAYER_REGISTRY = KERAS_LAYERS | EDGEATTN_LAYERS
 # legacy configs name them bare, so they must be in this list.
 KNOWN_OBJECTS = frozenset(
     """
-    GlorotUniform GlorotNormal HeUniform HeNormal LecunUniform LecunNormal Orthogonal Zeros Ones Constant
-    Identity IdentityInitializer RandomNormal RandomUniform TruncatedNormal VarianceScaling L1 L2 L1L2
-    OrthogonalRegularizer MaxNorm MinMaxNorm NonNeg UnitNorm DTypePolicy Policy FloatDTypePolicy
+    GlorotUniform GlorotNormal HeUniform HeNormal LecunUniform LecunNormal Orthogonal OrthogonalInitializer
+    Zeros Ones Constant Identity IdentityInitializer RandomNormal RandomUniform TruncatedNormal VarianceScaling
+    STFT STFTInitializer glorot_uniform glorot_normal he_uniform he_normal lecun_uniform lecun_normal
+    orthogonal zeros ones constant identity random_normal random_uniform truncated_normal variance_scaling
+    L1 L2 L1L2 OrthogonalRegularizer MaxNorm MinMaxNorm NonNeg UnitNorm RadialConstraint
+    DTypePolicy Policy FloatDTypePolicy QuantizedDTypePolicy QuantizedFloat8DTypePolicy Int4DTypePolicy
+    DTypePolicyMap SeedGenerator
     Adam AdamW SGD RMSprop Adagrad Adadelta Adamax Nadam Ftrl Lion
     MeanSquaredError MeanAbsoluteError BinaryCrossentropy CategoricalCrossentropy
     SparseCategoricalCrossentropy Huber MeanSquaredLogarithmicError LogCosh
@@ -265,24 +270,53 @@ def _walk(node, is_layer: bool, where: str, found: list[str], problems: list, cu
         cfg = node.get("config")
         name = node.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
         label = f"{cls} layer {name!r}" if name else f"{cls}"
-        if is_layer and _is_custom(node, cls, custom):
-            found.append(cls)
-            return  # the user's own class: its config is its own business
-        problem = _judge(node, cls, is_layer)
-        if problem:
-            problems.append(Refusal(f"{label} in {where}: {problem[0]}", problem[1]))
-            return  # what lies inside a refused object is refused with it
-        if is_layer:
-            found.append(cls)
+        if _is_custom(node, cls, custom):
+            if is_layer:
+                found.append(cls)
+            # the user's own class: its arguments are its own, but Keras objects nested in them are checked
+        else:
+            problem = _judge(node, cls, is_layer)
+            if problem:
+                problems.append(Refusal(f"{label} in {where}: {problem[0]}", problem[1]))
+                return  # what lies inside a refused object is refused with it
+            if is_layer:
+                found.append(cls)
         where = f"{cls} {name!r}" if (is_layer and name) else where
     for key, value in node.items():
         if key in ("module", "registered_name", "class_name"):
+            continue
+        named = _names_a_file(key, value)
+        if named:
+            problems.append(
+                Refusal(f"{where}: its {key!r} {named}; edgeattn reads no file a config points to")
+            )
             continue
         # a Keras 2.0-2.1 Sequential's config is its bare list of layers
         holds_layers = key in LAYER_KEYS or (
             key == "config" and cls == "Sequential" and isinstance(value, list)
         )
         _walk(value, holds_layers, where, found, problems, custom)
+
+
+# Config keys whose string value is a file to read (StringLookup's and TextVectorization's vocabulary,
+# TFSMLayer's filepath, ...). A value of any key that is a path (absolute, home, relative with ./ or ../, a
+# Windows drive) is refused too.
+FILE_KEYS = frozenset(
+    {"filepath", "file_path", "path", "filename", "file", "vocabulary", "vocabulary_path", "vocab_file",
+     "vocabulary_file", "idf_weights", "checkpoint", "directory", "saved_model", "weights_file"}
+)  # fmt: skip
+PATH_LIKE = re.compile(r"^(/|~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|\\\\)")
+
+
+def _names_a_file(key: str, value) -> str | None:
+    """How the config value names a file (for the refusal), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    if key in FILE_KEYS:
+        return f"names the file {value!r}"
+    if len(value) > 1 and PATH_LIKE.match(value):
+        return f"is the path {value!r}"
+    return None
 
 
 def _is_custom(node: dict, cls: str, custom: frozenset) -> bool:
@@ -358,7 +392,8 @@ def _judge(node: dict, cls: str, is_layer: bool) -> tuple[str, str | None] | Non
         if isinstance(module, str) and module.startswith(KERAS_OP_MODULE):
             return None
         return f"{cls} is not a layer edgeattn knows (the README lists the supported layers)", cls
-    if module is None and cls not in KNOWN_OBJECTS and cls not in LAYER_REGISTRY:
+    if cls not in KNOWN_OBJECTS and cls not in LAYER_REGISTRY:
+        # whatever its module: a Keras layer such as TFSMLayer given as an activation is refused too
         return f"{cls} is not a Keras object edgeattn knows", None
     return None
 
@@ -378,9 +413,8 @@ class InputShape:
 
 def parse_input_spec(text: str) -> InputShape:
     """``NAME:DTYPE[D0,D1,...]`` with whole numbers for fixed axes and names (``batch``, ``time``) for free
-    ones; the first axis is the batch and always free. ``DTYPE`` defaults to float32 (``x[batch,10,1]``)."""
-    import re
-
+    ones; the first axis is the batch, named (the export keeps it free). ``DTYPE`` defaults to float32
+    (``x[batch,10,1]``)."""
     found = re.fullmatch(r"\s*([A-Za-z_][\w./-]*)\s*(?::\s*(\w+))?\s*\[([^\]]*)\]\s*", text)
     if not found:
         raise InputError(
@@ -391,12 +425,16 @@ def parse_input_spec(text: str) -> InputShape:
     if dtype not in DTYPES:
         raise InputError(f"--input-spec {text!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     dims = [a.strip() for a in axes.split(",")] if axes.strip() else []
-    if not dims or any(not (d.isdigit() or re.fullmatch(r"[A-Za-z_]\w*", d)) for d in dims):
+    if not dims or any(not re.fullmatch(r"[0-9]+|[A-Za-z_][A-Za-z0-9_]*", d) for d in dims):
         raise InputError(
             f"--input-spec {text!r}: each axis is a whole number or a name such as batch or time"
         )
-    shape = tuple(int(d) if d.isdigit() else None for d in dims)
-    return InputShape(name, dtype, (None, *shape[1:]))
+    if dims[0].isdigit():
+        raise InputError(
+            f"--input-spec {text!r}: the first axis is the batch, which the export keeps free",
+            hint=f"name it: {name}:{dtype}[batch,{','.join(dims[1:])}]",
+        )
+    return InputShape(name, dtype, (None, *(int(d) if d.isdigit() else None for d in dims[1:])))
 
 
 def _build_inputs(model, input_shapes: tuple, source: ModelConfig):
@@ -428,13 +466,19 @@ class LoadedModel:
 
 
 def load_model(
-    path: str | os.PathLike, unsafe: bool = False, custom_layers=(), input_shapes: tuple = ()
+    path: str | os.PathLike,
+    unsafe: bool = False,
+    custom_layers=(),
+    input_shapes: tuple = (),
+    max_params: int = defaults.MAX_PARAMS,
 ) -> LoadedModel:
     """Load a Keras model safely (see the module docstring). Raises ``EdgeAttnError`` kinds.
 
     ``custom_layers``: ``.py`` files or module names holding the user's own layer classes (imported: the
     user names them, so the user trusts them). ``input_shapes``: ``InputShape``s (or ``--input-spec``
     strings) for a model whose file records no inputs; a model that records its own ignores them.
+    ``max_params``: a config whose layers imply more parameters than this is refused before Keras builds it
+    (``edgeattn.params``), also with ``unsafe``.
 
     The file is copied once into a private folder: the copy is what is checked and what Keras builds from,
     so a file changed on disk between the check and the build cannot slip anything past the check.
@@ -442,10 +486,16 @@ def load_model(
     path = require_source(path)
     shapes = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in input_shapes)
     with files.private_copy(path) as copy:
-        return _load_checked(read_config(copy, shown=path), unsafe, custom_layers, shapes)
+        return _load_checked(read_config(copy, shown=path), unsafe, custom_layers, shapes, max_params)
 
 
-def _load_checked(source: ModelConfig, unsafe: bool, custom_layers, input_shapes: tuple = ()) -> LoadedModel:
+def _load_checked(
+    source: ModelConfig,
+    unsafe: bool,
+    custom_layers,
+    input_shapes: tuple = (),
+    max_params: int = defaults.MAX_PARAMS,
+) -> LoadedModel:
     user: dict[str, object] = {}
     if custom_layers:
         require("tensorflow", "export")
@@ -453,6 +503,7 @@ def _load_checked(source: ModelConfig, unsafe: bool, custom_layers, input_shapes
 
         user = import_layers(custom_layers)
     source.layer_classes = check_config(source.config, unsafe=unsafe, custom=frozenset(user))
+    params.check(source.config, max_params, source.path)
     require("tensorflow", "export")
     import keras
 
@@ -506,7 +557,8 @@ def _build_legacy(source: ModelConfig, custom: dict, unsafe: bool, input_shapes:
     from keras.src.saving import serialization_lib
 
     try:
-        rewritten = legacy.rewrite(source.config, user_classes=frozenset(custom))
+        internal = {"hard_sigmoid_keras2", *legacy.TF_OP_LAYERS}  # edgeattn's own stand-ins, not the user's
+        rewritten = legacy.rewrite(source.config, user_classes=frozenset(custom) - internal)
     except ValueError as exc:
         raise UnsupportedModelError(f"{source.path}: {exc}") from None
     legacy_scope = saving_options.keras_option_scope(use_legacy_config=True)

@@ -6,13 +6,15 @@ Below ``verify``, ``sandbox_child``, the commands and ``bench``; sessions get th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 
 import onnx
 
 from edgeattn import sandbox
 from edgeattn.errors import InputError, UnsafeModelError, require_file
-from edgeattn.runtime import check_external_data, is_ort_format
+from edgeattn.runtime import check_external_data, private_model_copy
 
 LAYER_OUTPUTS_KEY = "edgeattn.layer_outputs"  # [[Keras layer, ONNX tensor], ...] in the model's order
 SOURCE_FORMAT_KEY = "edgeattn.source_format"  # the path the source took at export (loading, tfgraph)
@@ -23,30 +25,74 @@ def load_onnx(path: str | os.PathLike, contain: bool = True) -> onnx.ModelProto:
     """Read an ONNX file (no external data is followed) or raise InputError / UnsafeModelError.
 
     With ``contain``, the file is first parsed and opened by onnxruntime in a child process with a time and
-    memory limit (``edgeattn.sandbox``); its external data must stay inside the model's folder.
+    memory limit (``edgeattn.sandbox``); its external data must stay inside the model's folder. The file is
+    read once: the child parses a private copy of those bytes, and the proto returned is parsed from them.
     """
+    return read_onnx(path, contain)[0]
+
+
+def read_onnx(path: str | os.PathLike, contain: bool = True) -> tuple[onnx.ModelProto, bytes]:
+    """``load_onnx``, and the file's bytes as read (and checked) once: write or run those, not the path."""
     path = os.fspath(path)
-    require_file(path, "an ONNX model")
-    if is_ort_format(path):
-        raise InputError(
-            f"{path} is in onnxruntime's ORT format, not ONNX",
-            hint="predict and verify --golden run it; inspect, bench and verify --keras need the .onnx",
-        )
     if contain and sandbox.enabled():
-        sandbox.parse("onnx", path)
+        with checked_copy(path) as (_, data):
+            pass
+    else:
+        data, _ = _read_checked(path)
     try:
-        model = onnx.load(path, load_external_data=False)
+        model = onnx.ModelProto.FromString(data)
     except Exception as exc:  # protobuf DecodeError and friends
         raise InputError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{path} holds no ONNX graph (an empty file, or not ONNX)")
+    return model, data
+
+
+def _read_checked(path: str, ort_format: bool = False) -> tuple[bytes, list[str]]:
+    """The file's bytes, read once, and its external data locations, checked (InputError / UnsafeModelError).
+    A file holding the key "location" is parsed here (protobuf only) to find them."""
+    require_file(path, "an ONNX model")
     try:
-        check_external_data(path, model)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if data[4:8] == b"ORTM" and not ort_format:
+        raise InputError(
+            f"{path} is in onnxruntime's ORT format, not ONNX",
+            hint="predict and verify --golden run it; inspect, bench and verify --keras need the .onnx",
+        )
+    try:
+        return data, check_external_data(path, data=data)
     except ValueError as exc:
-        raise UnsafeModelError(
-            str(exc), hint="keep the model and its data files together in one folder"
-        ) from None
-    return model
+        raise _refusal(exc) from None
+
+
+def _refusal(exc: ValueError):
+    if "external data" not in str(exc):
+        return InputError(str(exc))
+    return UnsafeModelError(str(exc), hint="keep the model and its data files together in one folder")
+
+
+@contextlib.contextmanager
+def checked_copy(path: str | os.PathLike, ort_format: bool = False):
+    """Read an ONNX file once and yield ``(copy, data)``: ``data`` its bytes, ``copy`` a private copy of them
+    (beside a private copy of its external data, whose locations were checked first) that the contained child
+    (``edgeattn.sandbox``, unless EDGEATTN_CONTAIN=0) has parsed and opened. What was checked is what is built:
+    build from ``data`` or ``copy``, never from ``path`` again. ``ort_format``: accept onnxruntime's ORT format."""
+    path = os.fspath(path)
+    data, locations = _read_checked(path, ort_format)
+    try:
+        private = private_model_copy(path, data, locations)
+    except ValueError as exc:
+        raise _refusal(exc) from None
+    try:
+        copy = os.path.join(private, os.path.basename(path))
+        if sandbox.enabled():
+            sandbox.parse("onnx", copy, shown=path)
+        yield copy, data
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def open_session(
@@ -116,13 +162,13 @@ def describe(path: str | os.PathLike) -> dict:
     from edgeattn import graph
     from edgeattn.runtime import GOLDEN_KEY, METADATA_PREFIX, external_locations
 
-    proto = load_onnx(path)
+    proto, data = read_onnx(path)
     s = graph.summarize(proto)
     meta = {p.key: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
     meta.pop(GOLDEN_KEY, None)
     return {
         "file": os.fspath(path),
-        "size_bytes": os.path.getsize(path),
+        "size_bytes": len(data),
         "opset": s.opset,
         "domains": list(s.domains),
         "nodes": s.nodes,

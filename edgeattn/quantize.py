@@ -110,7 +110,7 @@ def quantize(
     if inputs_file is not None:
         cases = verify.cases_from_file(inputs_file, specs)
     else:
-        cases = verify.make_cases(specs, vocab=_vocab(model), wide=False)
+        cases = verify.make_cases(specs, vocab=graph.vocab_size(model), wide=False)
     float_session = onnxfile.open_session(model, ["cpu"])
     quant_session = onnxfile.open_session(quantized, ["cpu"])
     names = [o.name for o in model.graph.output]
@@ -146,15 +146,6 @@ def _scale(low: float, high: float) -> float:
     The range alone shrinks on a few similar samples; the magnitude alone ignores an offset.
     """
     return max(high - low, abs(low), abs(high)) or 1.0
-
-
-def _vocab(model: onnx.ModelProto) -> int | None:
-    """For integer inputs: the rows of the first Gather table (the Embedding), so token ids stay in range."""
-    initializers = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Gather" and node.input[0] in initializers:
-            return int(initializers[node.input[0]].dims[0])
-    return None
 
 
 def _weights(model: onnx.ModelProto, min_elements: int) -> list[onnx.TensorProto]:

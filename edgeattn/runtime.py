@@ -20,8 +20,8 @@ import io
 import json
 import logging
 import math
-import mmap
 import os
+import shutil
 import sys
 import threading
 from dataclasses import dataclass
@@ -41,35 +41,20 @@ GOLDEN_ATOL = 1e-4
 
 # Short names accepted in ``providers``, mapped to onnxruntime's names.
 PROVIDER_NAMES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "trt": "TensorrtExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-    "directml": "DmlExecutionProvider",
-    "dml": "DmlExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-    "migraphx": "MIGraphXExecutionProvider",
-    "nnapi": "NnapiExecutionProvider",
-    "qnn": "QNNExecutionProvider",
-    "xnnpack": "XnnpackExecutionProvider",
-    "webgpu": "WebGpuExecutionProvider",
-}
+    "cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider", "coreml": "CoreMLExecutionProvider", "directml": "DmlExecutionProvider",
+    "dml": "DmlExecutionProvider", "openvino": "OpenVINOExecutionProvider", "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider", "nnapi": "NnapiExecutionProvider", "qnn": "QNNExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider", "webgpu": "WebGpuExecutionProvider",
+}  # fmt: skip
 # Default preference when ``providers`` is None: the fastest that this onnxruntime build has, CPU last.
 DEFAULT_PREFERENCE = ("tensorrt", "cuda", "rocm", "migraphx", "coreml", "directml", "cpu")
 
 _ORT_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int16)": np.int16,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -147,29 +132,26 @@ def is_ort_format(path: str | os.PathLike) -> bool:
         return fh.read(8)[4:8] == b"ORTM"
 
 
-def check_external_data(path: str | os.PathLike, model=None) -> list[str]:
+def check_external_data(path: str | os.PathLike, model=None, data: bytes | None = None) -> list[str]:
     """Refuse (``ValueError``) an ONNX file whose external data could resolve outside its own folder.
 
     Every tensor stored outside the file must name a relative path with no ``..``, inside the model's folder,
     that is a regular file reached through no symbolic link and with no second hard link. Checked before
     onnxruntime or onnx follows anything. Returns the locations (relative), empty for a self-contained file.
-    A file without the protobuf key ``location`` holds no external data and is not parsed here (cheap).
+    ``data``: the file's bytes as already read (else the file is read). Bytes without the protobuf key
+    ``location`` hold no external data and are not parsed here (cheap).
     """
     path = os.fspath(path)
-    if model is None and is_ort_format(path):
-        return []  # ORT format has no external data
     if model is None:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size == 0:
-                return []
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                if data.find(b"location") < 0:
-                    return []
+        if data is None:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        if data[4:8] == b"ORTM" or data.find(b"location") < 0:
+            return []  # ORT format has no external data; without the key no tensor points outside
         import onnx  # only for files that may point outside themselves
 
         try:
-            model = onnx.load(path, load_external_data=False)
+            model = onnx.ModelProto.FromString(data)
         except Exception as exc:  # protobuf's DecodeError and friends
             raise ValueError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
     folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
@@ -179,6 +161,34 @@ def check_external_data(path: str | os.PathLike, model=None) -> list[str]:
         if problem:
             raise ValueError(f"{path}: external data {location!r} {problem}; refused before reading it")
     return locations
+
+
+def private_model_copy(path: str | os.PathLike, data: bytes, locations) -> str:
+    """A fresh folder only this user can read: ``data`` (the model's bytes, as checked) under the model's name, and
+    each external data file (its location checked by ``check_external_data``) opened without following a link,
+    refused unless still a regular file with one link, and copied. onnxruntime builds from it; the caller removes it."""
+    import stat
+    import tempfile
+
+    path = os.fspath(path)
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    private = tempfile.mkdtemp(prefix="edgeattn-model-")
+    try:
+        with open(os.path.join(private, os.path.basename(path)), "xb") as fh:
+            fh.write(data)
+        for location in locations:
+            target = os.path.join(private, *location.replace("\\", "/").split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fd = os.open(os.path.join(folder, location), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with open(fd, "rb") as src, open(target, "xb") as dst:  # a link now is refused (ELOOP)
+                st = os.fstat(src.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+                    raise OSError("it changed after its check")
+                shutil.copyfileobj(src, dst)
+    except OSError as exc:
+        shutil.rmtree(private, ignore_errors=True)
+        raise ValueError(f"{path}: external data cannot be read safely ({exc.strerror or exc})") from None
+    return private
 
 
 def external_locations(model) -> list[str]:
@@ -384,14 +394,21 @@ class Predictor:
             raise FileNotFoundError(f"model not found: {self.path}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        check_external_data(self.path)
+        with open(self.path, "rb") as fh:  # read once: the bytes checked are the bytes onnxruntime builds
+            data = fh.read()
+        locations = check_external_data(self.path, data=data)  # external data: from a private copy of it
+        private = private_model_copy(self.path, data, locations) if locations else None
         options = session_options(threads, fold_weights)
         self.fold_weights = fold_weights
         try:
-            self._session = ort.InferenceSession(self.path, options, providers=resolve_providers(providers))
+            source = os.path.join(private, os.path.basename(self.path)) if private else data
+            self._session = ort.InferenceSession(source, options, providers=resolve_providers(providers))
         except Exception as exc:  # onnxruntime raises its own, unrelated exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{self.path} is not a model onnxruntime can load: {first}") from exc
+        finally:
+            if private:
+                shutil.rmtree(private, ignore_errors=True)
         self.batch_size = batch_size
         self._allow_nonfinite = allow_nonfinite
         self.inputs = tuple(_spec(i) for i in self._session.get_inputs())
@@ -627,6 +644,10 @@ class Predictor:
     def predict_text(self, texts, return_attention: bool = False):
         """``predict`` for a list of strings: a text model (exported from Keras's ``TextVectorization``) tokenizes
         them as Keras did, in pure Python, by the rules stored in the file (``edgeattn.text``, tokenizer.py)."""
+        return self.predict(self.tokenize(texts), return_attention)
+
+    def tokenize(self, texts) -> np.ndarray:
+        """A text model's token ids for a list of strings: the input ``predict_text`` runs (``run`` takes it)."""
         if getattr(self, "_tokenizer", None) is None:
             if TEXT_KEY not in self.metadata:
                 raise ValueError(f"{os.path.basename(self.path)} is not a text model (it has no {TEXT_KEY})")
@@ -637,7 +658,7 @@ class Predictor:
         ids = self._tokenizer(texts)
         if not ids:
             raise ValueError("no texts given")
-        return self.predict(np.array(ids, self.inputs[0].dtype).reshape(len(ids), -1), return_attention)
+        return np.array(ids, self.inputs[0].dtype).reshape(len(ids), -1)
 
     # -- on-device check ----------------------------------------------------------------------------------
 
@@ -663,12 +684,8 @@ def check_golden(predictor: Predictor, golden: dict) -> dict:
         expected = decode_array(blob)
         if name not in got:
             result["passed"] = False
-            result["outputs"][name] = {
-                "max_abs": float("inf"),
-                "atol": atol,
-                "passed": False,
-                "missing": True,
-            }
+            missing = {"max_abs": float("inf"), "atol": atol, "passed": False, "missing": True}
+            result["outputs"][name] = missing
             continue
         # a quantized file records, per output, the tolerance it was accepted with
         tolerance = float(golden.get("atols", {}).get(name, atol))

@@ -8,20 +8,75 @@ CLI's own process touch the file; a crash, hang or memory blow-up in the child b
 
 The limits: ``EDGEATTN_PARSE_TIMEOUT`` seconds (default 120) and ``EDGEATTN_PARSE_MEMORY_MB`` of address
 space (default 8192). ``EDGEATTN_CONTAIN=0`` parses in-process instead (trusted files, a little faster).
-The child's side is ``edgeattn.sandbox_child``, which nothing imports: it runs as ``python -m``.
+The child's side is ``edgeattn.sandbox_child``, which nothing imports.
+
+Every child process edgeattn starts (this one, bench's TensorFlow child) is started by ``child_command``:
+isolated (``python -I``: no working folder or script folder on ``sys.path``, no ``PYTHON*`` variables, no user
+site), given the parent's own import path explicitly (less any entry that is the working folder), and run in a
+private empty folder (``private_folder``) with every path it gets made absolute. A ``json.py``,
+``numpy.py`` or ``sitecustomize.py`` in the user's working folder or beside a model never runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 
 from edgeattn import errors
 
 READERS = {"model": "HDF5/zip", "onnx": "ONNX/onnxruntime", "savedmodel": "SavedModel protobuf"}
+
+
+# Run in the isolated child before anything else: the import path handed over by the parent, then the module
+# as ``__main__`` (its remaining arguments as ``sys.argv[1:]``).
+_BOOT = (
+    "import sys, json, runpy; sys.path[:] = json.loads(sys.argv[1]); module = sys.argv[2]; "
+    "del sys.argv[1:3]; runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
+
+
+def import_path() -> list[str]:
+    """The parent's ``sys.path`` for a child: absolute entries only, none that is the working folder (or
+    empty, which means it), and the folder that holds this ``edgeattn`` package at the end."""
+    here = os.path.realpath(os.getcwd())
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = []
+    for entry in sys.path:
+        if not entry or not os.path.isabs(entry) or os.path.realpath(entry) == here:
+            continue
+        if entry not in path:
+            path.append(entry)
+    if package_parent not in path and os.path.realpath(package_parent) != here:
+        path.append(package_parent)
+    return path
+
+
+def child_command(module: str, *args: str) -> list[str]:
+    """The command line that runs ``module`` (an ``edgeattn`` module) as ``__main__`` in an isolated
+    interpreter. Start it with ``cwd=`` a ``private_folder()`` and absolute paths in ``args``."""
+    return [sys.executable, "-I", "-c", _BOOT, json.dumps(import_path()), module, *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child: the parent's (``-I`` ignores its ``PYTHON*`` variables), plus ``extra``."""
+    return {**os.environ, **extra}
+
+
+@contextlib.contextmanager
+def private_folder(prefix: str = "edgeattn-child-") -> Iterator[str]:
+    """A new empty folder only this user can enter, removed afterwards (also on error)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def enabled() -> bool:
@@ -45,7 +100,7 @@ def parse(kind: str, path: str | os.PathLike, shown: str | os.PathLike | None = 
     Raises the ``EdgeAttnError`` kind the child raised, or ``InputError`` when it crashed, hung or ran out of
     memory. Messages name ``shown`` (the user's file, when ``path`` is a private copy of it).
     """
-    read = os.fspath(path)
+    read = os.path.abspath(os.fspath(path))  # the child runs in a private folder
     path = os.fspath(shown or path)
     timeout, memory_mb = _limits()
 
@@ -56,12 +111,15 @@ def parse(kind: str, path: str | os.PathLike, shown: str | os.PathLike | None = 
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "edgeattn.sandbox_child", kind, read]
+    env = child_env(TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
+    cmd = child_command("edgeattn.sandbox_child", kind, read)
     try:
         # The memory limit needs POSIX rlimits; elsewhere the child runs with the time limit only.
         preexec = limit if os.name == "posix" else None
-        done = subprocess.run(cmd, capture_output=True, timeout=timeout, preexec_fn=preexec, env=env)
+        with private_folder("edgeattn-parse-") as cwd:
+            done = subprocess.run(
+                cmd, capture_output=True, timeout=timeout, preexec_fn=preexec, env=env, cwd=cwd
+            )
     except subprocess.TimeoutExpired:
         raise errors.InputError(
             f"{path}: reading it did not finish within {timeout:g} s (the {READERS[kind]} reader hung)",

@@ -1,5 +1,6 @@
-"""The child-process side of ``edgeattn.sandbox``: run as ``python -m edgeattn.sandbox_child KIND PATH``, it
-parses one untrusted file fully and prints one JSON line. Nothing imports this module."""
+"""The child-process side of ``edgeattn.sandbox``: run as ``edgeattn.sandbox_child KIND PATH``, it
+parses one untrusted file fully and prints one JSON line. Nothing imports this module; ``sandbox.parse``
+starts it isolated (``sandbox.child_command``) in a private folder."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from edgeattn.errors import InputError, UnsupportedModelError
+from edgeattn.errors import InputError, UnsupportedModelError, check_size
 
 SAVED_MODEL = "saved_model.pb"
 KERAS_METADATA = "keras_metadata.pb"
@@ -96,7 +96,7 @@ def read_metadata(folder: str | os.PathLike, shown: Path | None = None) -> list[
         return _object_graph_metadata(folder / SAVED_MODEL, shown)
     nodes = []
     try:
-        for number, kind, value in _fields(path.read_bytes()):
+        for number, kind, value in _fields(_protobuf_file(path, shown)):
             if number != 1 or kind != 2:
                 continue
             node = {}
@@ -104,10 +104,20 @@ def read_metadata(folder: str | os.PathLike, shown: Path | None = None) -> list[
                 if field_kind == 2 and field in (3, 4, 5):
                     node[{3: "path", 4: "identifier", 5: "metadata"}[field]] = item.decode("utf-8")
             node["metadata"] = json.loads(node.get("metadata") or "{}")
+            if not isinstance(node["metadata"], dict):
+                raise ValueError(f"node {node.get('path')!r} holds no JSON object")
             nodes.append(node)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError(f"{shown}: {KERAS_METADATA} is damaged: {exc}") from None
     return nodes
+
+
+def _protobuf_file(path: Path, shown: Path) -> bytes:
+    """The bytes of a protobuf file of the folder: a regular file (no link) within the size limit."""
+    if path.is_symlink() or not path.is_file():
+        raise InputError(f"{shown}: {path.name} is not a regular file of the folder")
+    check_size(path, path.stat().st_size)
+    return path.read_bytes()
 
 
 def _first(data: bytes, number: int) -> bytes | None:
@@ -122,7 +132,7 @@ def _object_graph_metadata(path: Path, shown: Path) -> list[dict]:
     if not path.is_file():
         return []
     try:
-        meta_graph = _first(path.read_bytes(), 2)
+        meta_graph = _first(_protobuf_file(path, shown), 2)
         graph = _first(meta_graph, 7) if meta_graph is not None else None
         if graph is None:
             return []
@@ -150,14 +160,11 @@ def _object_graph_metadata(path: Path, shown: Path) -> list[dict]:
         for index, (_children, user) in enumerate(objects):
             identifier = user.get(1, b"").decode("utf-8")
             if index in paths and identifier.startswith("_tf_keras") and user.get(3):
-                nodes.append(
-                    {
-                        "path": paths[index],
-                        "identifier": identifier,
-                        "metadata": json.loads(user[3].decode("utf-8")),
-                    }
-                )
-    except (ValueError, UnicodeDecodeError, IndexError) as exc:
+                metadata = json.loads(user[3].decode("utf-8"))
+                if not isinstance(metadata, dict):
+                    raise ValueError(f"object {paths[index]!r} holds no JSON object")
+                nodes.append({"path": paths[index], "identifier": identifier, "metadata": metadata})
+    except (ValueError, UnicodeDecodeError, IndexError, RecursionError) as exc:
         raise InputError(f"{shown}: {SAVED_MODEL} is damaged: {exc}") from None
     return nodes
 
@@ -268,7 +275,10 @@ def layer_weights(folder: str | os.PathLike, nodes: list[dict], shown: Path | No
         variables = child(layer, "variables")
         if variables is None:
             continue
-        listed = sorted(graph.nodes[variables].children, key=lambda c: int(c.local_name))
+        try:
+            listed = sorted(graph.nodes[variables].children, key=lambda c: int(c.local_name))
+        except (ValueError, IndexError):
+            raise InputError(f"{shown}: the checkpoint's object graph is damaged (layer {name!r})") from None
         named = paths_below(layer)
         arrays = [(named.get(c.node_id, c.local_name), value(c.node_id)) for c in listed]
         if any(a is None for _, a in arrays):

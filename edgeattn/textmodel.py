@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError
+from edgeattn import runtime
+from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError, require_file
 from edgeattn.tokenizer import PUNCTUATION, SPEC_VERSION, SPLIT, STANDARDIZE, WHITESPACE, Tokenizer
 
-TEXT_KEY = "edgeattn.text"
+TEXT_KEY = runtime.TEXT_KEY  # one name, kept by the light runtime (which reads it for predict_text)
 LAYER = "TextVectorization"
 # Config keys of a TextVectorization that may hold a string, and the values each may take.
 STRING_SETTINGS = {
@@ -380,15 +380,15 @@ def read_texts(path) -> list[str]:
     if str(path) == "-":
         raw, where, as_json = sys.stdin.read(), "stdin", None
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(
-                f"{path}: no such file", hint="give a .txt (one text per line) or a .json list of strings"
-            )
+        path = require_file(
+            path, "a text file", hint="give a .txt (one text per line) or a .json list of strings"
+        )
         try:
             raw = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
         where, as_json = str(path), path.suffix.lower() == ".json"
     if as_json or (as_json is None and raw.lstrip().startswith("[")):
         try:

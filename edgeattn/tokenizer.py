@@ -51,8 +51,14 @@ class Tokenizer:
             )
         if spec.get("num_oov_indices", 1) != 1:
             raise ValueError("the text spec has several OOV indices, which this tokenizer does not hash")
-        vocabulary = spec["vocabulary"]
+        vocabulary = spec.get("vocabulary")
+        if not isinstance(vocabulary, list) or not all(isinstance(t, str) for t in vocabulary):
+            raise ValueError("the text spec's vocabulary is not a list of strings")
         self.length = spec.get("output_sequence_length")
+        if self.length is not None and not (
+            isinstance(self.length, int) and not isinstance(self.length, bool) and 0 < self.length <= 1 << 20
+        ):
+            raise ValueError(f"the text spec's output_sequence_length {self.length!r} is not a length")
         self.mask_token = spec.get("mask_token", "")
         self.mask_index = int(spec.get("mask_index", 0))
         self.oov_index = int(spec.get("oov_index", 1))

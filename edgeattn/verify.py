@@ -1,9 +1,15 @@
 """Parity: does the ONNX model compute what the Keras model computes? Answered as a ``ParityReport``.
 
-Both sides get the same seeded inputs (several batch sizes; several lengths where the time axis is free;
-valid token ids for integer inputs). The report holds, per output, max abs / max rel / mean abs error, the
-worst case and sample, the tolerances and a pass flag; it is truthy when everything passed. Nothing here
-prints.
+Both sides get the same seeded inputs (several batch sizes; several lengths where the time axis is free, and
+unequal lengths per input where the model takes them; token ids over the whole vocabulary, 0 and padding
+included; booleans of both values). The report holds, per output and per layer, max abs / max rel / mean abs
+error, the tensor's scale (its largest |reference| value), the tolerance it got, the worst case and sample and
+a pass flag; it is truthy when everything passed. Nothing here prints.
+
+The tolerance of a compared tensor is ``atol + rtol * scale``: float32 rounding grows with a tensor's
+magnitude (a deep residual stream of ~10^3 rounds at ~10^-4), so a fixed ``atol`` fails correct deep models;
+``rtol`` scales with the whole tensor, not element by element, so values near zero inside a large tensor do
+not get a tolerance of zero.
 """
 
 from __future__ import annotations
@@ -37,6 +43,21 @@ class OutputParity:
     atol: float
     rtol: float
     passed: bool
+    scale: float = 0.0  # the largest |reference| value over every case
+    tol: float | None = None  # the tolerance this tensor got: atol + rtol * scale
+
+    def __post_init__(self):
+        if self.tol is None:
+            self.tol = tolerance(self.atol, self.rtol, self.scale)
+
+
+def tolerance(atol: float, rtol: float, scale: float) -> float:
+    """What a tensor whose largest |reference| value is ``scale`` may differ by anywhere."""
+    return atol + rtol * scale
+
+
+def _bound(o: OutputParity) -> str:
+    return f"tolerance {o.tol:.3g} (atol {o.atol:g} + rtol {o.rtol:g} * scale {o.scale:.3g})"
 
 
 @dataclass
@@ -71,15 +92,14 @@ class ParityReport:
         first = self.first_divergent_layer
         if first is not None:
             lines.append(
-                f"layer {first.name!r} is the first to diverge: max abs error {first.max_abs:.3g} > atol "
-                f"{first.atol:g} (worst: {first.worst_case}, sample {first.worst_sample})"
+                f"layer {first.name!r} is the first to diverge: max abs error {first.max_abs:.3g} > "
+                f"{_bound(first)} (worst: {first.worst_case}, sample {first.worst_sample})"
             )
         for o in self.outputs:
             if not o.passed:
                 lines.append(
-                    f"output {o.name!r}: max abs error {o.max_abs:.3g} > atol {o.atol:g}"
-                    + (f" + rtol {o.rtol:g}*|ref|" if o.rtol else "")
-                    + f" (worst: {o.worst_case}, sample {o.worst_sample})"
+                    f"output {o.name!r}: max abs error {o.max_abs:.3g} > {_bound(o)}"
+                    f" (worst: {o.worst_case}, sample {o.worst_sample})"
                 )
         return lines
 
@@ -124,6 +144,7 @@ class Case:
     feed: dict[str, np.ndarray]
     batch: int = 0
     length: int | None = None
+    unequal: bool = False  # the free time axes of the inputs have different lengths
 
 
 def describe(cases: list[Case]) -> str:
@@ -131,7 +152,9 @@ def describe(cases: list[Case]) -> str:
     batches = sorted({c.batch for c in cases})
     lengths = sorted({c.length for c in cases if c.length is not None})
     text = f"{len(cases)} case(s): batch {', '.join(map(str, batches))}"
-    return text + (f" x time {', '.join(map(str, lengths))}" if lengths else "")
+    text += f" x time {', '.join(map(str, lengths))}" if lengths else ""
+    unequal = sum(c.unequal for c in cases)
+    return text + (f" + {unequal} with unequal lengths per input" if unequal else "")
 
 
 def make_cases(
@@ -142,23 +165,53 @@ def make_cases(
     vocab: int | None = None,
     trained_length: int | None = None,
     wide: bool = True,
+    probe=None,
 ) -> list[Case]:
     """Seeded inputs for every batch size, and every length where an input's time axis is free.
 
-    Float samples cycle through U[0, 1), U[-1, 1) and (with ``wide``) N(0, 3); integer inputs are token ids
-    in [1, vocab).
+    Float samples cycle through U[0, 1), U[-1, 1) and (with ``wide``) N(0, 3); integer inputs are ids over
+    the whole of [0, vocab) (every third sample padded with a tail of 0s, for ``mask_zero``), or 0s and 1s
+    where no vocabulary is known; booleans are both values.
+
+    With ``probe`` (the reference, ``probe(feed) -> outputs``) and two or more inputs with a free time axis,
+    cases where each such input has its own length come first (cross-attention's ``T_q != T_k``), kept only
+    when the reference accepts unequal lengths (a model may tie them, e.g. by adding its inputs).
     """
     rng = np.random.default_rng(seed)
-    time_free = any(s.time_free for s in specs)
+    free = [s.name for s in specs if s.time_free]
     if lengths is None:
         base = trained_length or defaults.TIME_STEPS
-        lengths = sorted({1, 5, base, 3 * base}) if time_free else [None]
+        lengths = sorted({1, 5, base, 3 * base}) if free else [None]
+        unequal = _unequal_cases(
+            specs, free, batches, [n for n in lengths if n and n > 1], rng, vocab, wide, probe
+        )
+    else:
+        unequal = []
     cases = []
     for length in lengths:
         for batch in batches:
             feed = {s.name: _random_input(s, batch, length, rng, vocab, wide) for s in specs}
             desc = f"batch {batch}" + (f", time {length}" if length is not None else "")
             cases.append(Case(desc, feed, batch, length))
+    return unequal + cases
+
+
+def _unequal_cases(specs, free, batches, lengths, rng, vocab, wide, probe) -> list[Case]:
+    """Cases whose free-time inputs each take another length (rotating through ``lengths``), if ``probe``
+    (the reference) runs on the first; none where it refuses it: the model ties the lengths."""
+    if probe is None or len(free) < 2 or len(lengths) < 2:
+        return []
+    batch = sorted(batches)[len(batches) // 2]  # a middle batch size: several samples, still cheap
+    cases = []
+    for k in range(len(lengths)):
+        per = {name: lengths[(k + j) % len(lengths)] for j, name in enumerate(free)}
+        feed = {s.name: _random_input(s, batch, per.get(s.name), rng, vocab, wide) for s in specs}
+        desc = f"batch {batch}, time " + " ".join(f"{name}={n}" for name, n in per.items())
+        cases.append(Case(desc, feed, batch, None, unequal=True))
+    try:
+        probe(cases[0].feed)
+    except Exception:  # Keras' and TensorFlow's many kinds: the reference ties the inputs' lengths
+        return []
     return cases
 
 
@@ -178,9 +231,22 @@ def _random_input(
                 f"input {spec.name!r} has a free axis {axis} ({dim!r}) that edgeattn cannot size"
             )
     dtype = np.dtype(spec.dtype)
+    if dtype.kind == "b":  # both values, about half each; the first entry of every row True (a mask that
+        x = rng.random(shape) < 0.5  # hides a whole row is a degenerate input, not a parity question)
+        if x.ndim >= 2:
+            x[..., 0] = True
+        return x
     if dtype.kind in "iu":
         high = max(2, vocab or 2)
-        return rng.integers(1, high, size=shape).astype(dtype)
+        ids = rng.integers(0, high, size=shape)
+        if ids.size:
+            ids.flat[int(rng.integers(ids.size))] = high - 1  # the last id of the vocabulary
+        if ids.ndim >= 2 and ids.shape[1] >= 2:  # every third sample padded: a tail of 0s (mask_zero)
+            for sample in range(0, ids.shape[0], 3):
+                ids[sample, int(rng.integers(1, ids.shape[1])) :] = 0
+        if ids.ndim >= 2:
+            ids[:, 0] = np.maximum(ids[:, 0], 1)  # never a sample of padding only
+        return ids.astype(dtype)
     # Float samples cycle through three ranges: in-distribution for most models (U[0,1)), signed (U[-1,1)) and
     # wide (N(0, 3)), which drives units into their non-linear ranges: a moved weight cannot hide there.
     x = rng.random(shape, dtype=np.float64)
@@ -226,16 +292,37 @@ def compare(
 ) -> ParityReport:
     """Run ``session`` (onnxruntime) and ``reference_fn(feed) -> [arrays]`` on every case and compare.
 
-    Outputs are matched by position: the ONNX model's i-th output against the reference's i-th.
+    Outputs are matched by position: the ONNX model's i-th output against the reference's i-th. Each passes
+    when its max abs error over every case is within ``atol + rtol * scale``, ``scale`` being its largest
+    |reference| value over every case (and where the reference is finite the ONNX output is, and vice versa).
     """
     names = [o.name for o in session.get_outputs()]
     stats: dict[str, dict] = {
-        n: {"max_abs": 0.0, "max_rel": 0.0, "sum": 0.0, "count": 0, "worst": ("", 0), "passed": True}
+        n: {"max_abs": 0.0, "max_rel": 0.0, "sum": 0.0, "count": 0, "worst": ("", 0), "passed": True,
+            "scale": 0.0, "pinned": False}
         for n in names
-    }
+    }  # fmt: skip
+    used = []
     for case in cases:
-        got = session.run(names, case.feed)
-        want = reference_fn(case.feed)
+        if case.unequal:  # the reference first: a combination of lengths it refuses is no parity question
+            try:
+                want = reference_fn(case.feed)
+            except Exception:  # Keras' and TensorFlow's many kinds
+                continue
+            try:
+                got = session.run(names, case.feed)
+            except Exception as exc:  # onnxruntime's kinds: the reference took these lengths, ONNX did not
+                for s in stats.values():
+                    s["passed"] = False
+                    s["max_abs"] = s["max_rel"] = float("inf")
+                    s["worst"] = (f"{case.description}: onnxruntime failed ({first_line(exc)[:120]})", 0)
+                    s["pinned"] = True  # what failed stays the worst case
+                used.append(case)
+                continue
+        else:
+            got = session.run(names, case.feed)
+            want = reference_fn(case.feed)
+        used.append(case)
         if len(want) != len(got):
             raise InputError(f"the ONNX model has {len(got)} outputs, the reference model {len(want)}")
         for name, g, w in zip(names, got, want):
@@ -244,15 +331,19 @@ def compare(
                 s["passed"] = False
                 s["max_abs"] = s["max_rel"] = float("inf")
                 s["worst"] = (f"{case.description}: shape {g.shape} vs {w.shape}", 0)
+                s["pinned"] = True
                 continue
             diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
             ref = np.abs(w.astype(np.float64))
-            if not np.all(diff <= atol + rtol * ref) or not np.all(np.isfinite(g) == np.isfinite(w)):
+            if not np.all(np.isfinite(g) == np.isfinite(w)) or np.isnan(diff).any():
                 s["passed"] = False
+            finite = ref[np.isfinite(ref)]
+            if finite.size:
+                s["scale"] = max(s["scale"], float(finite.max()))
             if diff.size:
                 flat = int(np.nanargmax(diff)) if np.isfinite(diff).any() else 0
                 worst = float(diff.flat[flat])
-                if worst > s["max_abs"] or s["count"] == 0:
+                if not s["pinned"] and (worst > s["max_abs"] or s["count"] == 0):
                     sample = int(np.unravel_index(flat, diff.shape)[0]) if diff.ndim else 0
                     s["worst"] = (case.description, sample)
                 s["max_abs"] = max(s["max_abs"], worst)
@@ -269,14 +360,15 @@ def compare(
             worst_sample=s["worst"][1],
             atol=atol,
             rtol=rtol,
-            passed=s["passed"],
+            passed=s["passed"] and s["max_abs"] <= tolerance(atol, rtol, s["scale"]),
+            scale=s["scale"],
         )
         for n, s in stats.items()
     ]
     return ParityReport(
         outputs=outputs,
-        cases=[c.description for c in cases],
-        inputs=describe(cases),
+        cases=[c.description for c in used],
+        inputs=describe(used),
         provider=session.get_providers()[0],
     )
 
@@ -329,7 +421,10 @@ def verify_against_keras(
     if inputs_file is not None:
         cases = cases_from_file(inputs_file, specs)
     else:
-        cases = make_cases(specs, batches=batches, lengths=lengths, seed=seed, vocab=vocab_size(keras_model))
+        reference = lambda feed: keras_outputs(keras_model, feed)  # noqa: E731
+        cases = make_cases(
+            specs, batches=batches, lengths=lengths, seed=seed, vocab=vocab_size(keras_model), probe=reference
+        )
     try:
         session = open_session(proto, providers)
     except Exception as exc:  # onnxruntime's own exception types
@@ -364,30 +459,64 @@ def _layer_map(proto: onnx.ModelProto, keras_model, meta: dict) -> list[tuple[st
 
 
 def find_source(model: Path) -> tuple[Path, str]:
-    """The Keras source recorded in an exported model's metadata (beside it, or at the recorded path relative to
-    it), and a line saying whether its sha256 is the exported one."""
+    """The Keras source recorded in an exported model's metadata, and a line saying so.
+
+    Only a plain file (or SavedModel folder) name in the model's own folder is taken: a recorded absolute path,
+    ``..`` or any other folder is not followed, nor a symbolic link; and the file must be the exported one
+    (its recorded sha256), or it is refused. Anything else the user names with ``--keras``."""
     from edgeattn.files import sha256_of
 
-    meta = {p.key: p.value for p in load_onnx(model).metadata_props}
+    proto = load_onnx(model)
+    meta = {p.key: p.value for p in proto.metadata_props}
     name = meta.get("edgeattn.source")
     recorded = meta.get("edgeattn.source_path")
     digest = meta.get("edgeattn.source_sha256")
     if not name:
+        problems = graph.check_structure(proto)  # the graph first: a vendor op fails with or without a source
+        if problems:
+            from edgeattn.errors import CheckFailedError
+
+            vendor = [p for p in problems if p.startswith("node ")]  # the op itself, before its opset import
+            raise CheckFailedError(f"verify failed: {(vendor or problems)[0]}")
         raise InputError(f"{model} records no source model", hint="pass the Keras file with --keras SRC")
-    # beside the model, or where it was relative to the model at export
-    candidates = [model.parent / name] + ([model.parent / recorded] if recorded else [])
-    found = next((c for c in candidates if c.is_file() or (c / "saved_model.pb").is_file()), None)
-    if found is None:
+    if not _plain_name(name):
         raise InputError(
-            f"the source {name} recorded in {model} is neither next to it nor at {recorded}",
+            f"{model} records its source as {name!r}, not a plain file name in the model's folder; "
+            "edgeattn does not follow it",
             hint="pass the Keras file with --keras SRC",
         )
-    if digest and sha256_of(found) != digest:
-        return (
-            found,
-            f"warning: {found} is not the file that was exported (sha256 differs); checking it anyway",
+    # only beside the model: the recorded relative path counts when it is a plain name too
+    names = [name] + ([recorded] if recorded and recorded != name and _plain_name(recorded) else [])
+    found = next((c for c in (model.parent / n for n in names) if _source_here(c)), None)
+    if found is None:
+        where = f" (recorded at {recorded!r}, not followed)" if recorded and not _plain_name(recorded) else ""
+        raise InputError(
+            f"the source {name} recorded in {model} is not next to it{where}",
+            hint="pass the Keras file with --keras SRC",
+        )
+    if not digest:
+        return found, f"source: {found} (the export recorded no sha256)"
+    if sha256_of(found) != digest:
+        raise InputError(
+            f"{found} is not the file that was exported (sha256 differs)",
+            hint=f"to check this file anyway, name it: --keras {found}",
         )
     return found, f"source: {found} (sha256 matches the export)"
+
+
+def _plain_name(name: str) -> bool:
+    """A file name with no folder in it: not absolute, no separator or drive, not ``.`` or ``..``."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\:\0")
+
+
+def _source_here(path: Path) -> bool:
+    """A regular file, or a SavedModel folder, that is not a symbolic link (nor holds one as its graph)."""
+    if path.is_symlink():
+        return False
+    if path.is_file():
+        return True
+    graph_file = path / "saved_model.pb"
+    return path.is_dir() and graph_file.is_file() and not graph_file.is_symlink()
 
 
 def _verify_graph_folder(
@@ -418,7 +547,7 @@ def _verify_graph_folder(
     if inputs_file is not None:
         cases = cases_from_file(inputs_file, specs)
     else:
-        cases = make_cases(specs, batches=batches, lengths=lengths, seed=seed)
+        cases = make_cases(specs, batches=batches, lengths=lengths, seed=seed, probe=source.reference(order))
     try:
         session = open_session(proto, providers)
     except Exception as exc:  # onnxruntime's own exception types

@@ -2,15 +2,22 @@
 and checks it there against the reference outputs stored in the model (``verify --golden``, on the device).
 
 The site: ``index.html`` (self-check on load, a form for one sample, the prediction, its timing and the
-attention as a heatmap), ``edgeattn.js`` (an ES module others can import: ``EdgeAttn.load``, ``.predict``,
-``.selfCheck``), ``model.onnx``, ``model.json`` (input/output spec and the reference set as plain JSON), and
+attention as a heatmap) and its script ``page.js``, ``edgeattn.js`` (an ES module others can import:
+``EdgeAttn.load``, ``.predict``, ``.selfCheck``), ``model.onnx``, ``model.json`` (input/output spec and the reference set as plain JSON), and
 onnxruntime-web: copied from ``ort_web`` (a local ``onnxruntime-web/dist`` folder) into ``ort/``, or else
 loaded from a public CDN at a pinned version, the script with Subresource Integrity.
+
+Every string from the model (names, metadata, a text model's vocabulary) reaches the page as text only, and the
+page carries a Content Security Policy (a meta tag; ``server`` also sends it as a header): scripts only from the
+site itself (and the pinned onnxruntime-web folder on the CDN), no inline script, WebAssembly compiled
+('wasm-unsafe-eval'), fetches only from the site (and that CDN folder), nothing else.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import html
 import json
 import os
@@ -62,10 +69,10 @@ def build(
 ) -> Site:
     """Write the site for ``model_path`` into the folder ``out`` (atomically). See the module docstring."""
     from edgeattn.graph import summarize
-    from edgeattn.onnxfile import load_onnx
+    from edgeattn.onnxfile import read_onnx
 
     model_path = Path(model_path)
-    proto = load_onnx(model_path)
+    proto, model_bytes = read_onnx(model_path)  # the site gets the bytes that were checked
     if any(t.data_location == 1 for t in proto.graph.initializer):
         raise InputError(
             f"{model_path} keeps its weights in external files; the web page needs one .onnx file"
@@ -97,7 +104,7 @@ def build(
         },
     }
     files: dict[str, bytes | Path] = {
-        "model.onnx": model_path,
+        "model.onnx": model_bytes,
         "model.json": json.dumps(description).encode(),
     }
     if ort_web is not None:
@@ -110,15 +117,16 @@ def build(
             )
         files.update({f"ort/{name}": ort_dir / name for name in ORT_FILES})
         script, source = f'<script src="ort/{ORT_SCRIPT}"></script>', "local"
-        wasm_paths = 'new URL("ort/", document.baseURI).href'  # module specifiers must be absolute
+        wasm_paths = "ort/"  # page.js makes it absolute (module specifiers must be)
     else:
         script = (
             f'<script src="{CDN}{ORT_SCRIPT}" integrity="{ORT_SCRIPT_SRI}" crossorigin="anonymous"></script>'
         )
-        wasm_paths, source = json.dumps(CDN), CDN
+        wasm_paths, source = CDN, CDN
     assets = resources.files("edgeattn") / "web_assets"
     page = (assets / "index.html").read_text(encoding="utf-8")
     for key, value in {
+        "__CSP__": csp(page, cdn=ort_web is None),
         "__ORT_SCRIPT__": script,
         "__WASM_PATHS__": wasm_paths,
         "__ORT_VERSION__": ORT_WEB_VERSION,
@@ -127,9 +135,26 @@ def build(
         page = page.replace(key, value)
     files["index.html"] = page.encode()
     files["edgeattn.js"] = (assets / "edgeattn.js").read_bytes()
+    files["page.js"] = (assets / "page.js").read_bytes()
     path = write_folder_atomic(out, files, force=force)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return Site(path=path, files=sorted(files), size_bytes=size, ort_source=source)
+
+
+def csp(page: str, cdn: bool) -> str:
+    """The page's Content Security Policy: scripts from the site itself (and the pinned onnxruntime-web folder on
+    the CDN when the site loads it from there), never inline; WebAssembly may compile ('wasm-unsafe-eval', what
+    onnxruntime-web needs; with one thread it starts no worker); fetches only from the same places; the page's one
+    inline <style> by its hash; no images, frames, plugins, forms or <base>."""
+    import re
+
+    style = re.search(r"<style>(.*?)</style>", page, re.S)
+    style_hash = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode() if style else ""
+    extra = f" {CDN}" if cdn else ""
+    return (
+        f"default-src 'none'; script-src 'self'{extra} 'wasm-unsafe-eval'; connect-src 'self'{extra}; "
+        f"style-src 'sha256-{style_hash}'; base-uri 'none'; form-action 'none'; object-src 'none'"
+    )
 
 
 def _spec(name: str, shape, dtype: str) -> dict:
@@ -151,9 +176,21 @@ def server(folder: str | os.PathLike, port: int = defaults.PORT):
         def log_message(self, format, *args):  # quiet: the CLI says where to look
             pass
 
+        def end_headers(self):  # the page's policy as a header too (frame-ancestors works only there)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            if policy:
+                self.send_header("Content-Security-Policy", policy + "; frame-ancestors 'none'")
+            super().end_headers()
+
     folder = Path(folder)
     if not (folder / "index.html").is_file():
         raise InputError(f"{folder} holds no index.html: not a site written by edgeattn web")
+    import re
+
+    found = re.search(
+        r'http-equiv="Content-Security-Policy" content="([^"]*)"', (folder / "index.html").read_text()
+    )
+    policy = html.unescape(found.group(1)) if found else None
     try:
         return ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=str(folder)))
     except OSError as exc:

@@ -189,7 +189,10 @@ def memory_table(files: dict[str, Path], say) -> list[str]:
     runs = [(name, path, "1") for name, path in files.items()]
     runs += [(f"{name}, fold_weights=False", path, "0") for name, path in files.items() if name == "int8"]
     for name, path, fold in runs:
-        done = subprocess.run([sys.executable, "-c", probe, str(path), fold], capture_output=True, text=True)
+        # -P and a private working folder: `-c` would put the working folder first on sys.path
+        with tempfile.TemporaryDirectory(prefix="edgeattn-probe-") as cwd:
+            done = subprocess.run([sys.executable, "-P", "-c", probe, str(path.resolve()), fold],
+                                  capture_output=True, text=True, cwd=cwd)  # fmt: skip
         before, after = (int(v) for v in done.stdout.split())
         size = path.stat().st_size
         lines.append(f"| {name} | {size:,} | {before:,} | {after:,} | {after - before:,} |")

@@ -32,6 +32,7 @@ tests/fixtures/keras2/k215-compile-addons.keras: a ``.keras`` from tf.keras 2.15
 a loss registered as ``Addons>SigmoidFocalCrossEntropy`` (a class edgeattn does not know and must not need).
 tests/fixtures/keras2/k215-bilstm-mha-bn.keras and .h5: one model (Bidirectional LSTM, MultiHeadAttention,
 LayerNormalization, causal Conv1D, BatchNormalization) in both tf.keras 2.15 formats.
+tests/fixtures/keras2/k215-time-major.h5: an LSTM with time_major=True (refused by name).
 
 Never install this stack in CI: the files are committed.
 """
@@ -320,6 +321,12 @@ def inside() -> None:
         model.save(path)
         print(f"  keras2/{path.name}: {path.stat().st_size:,} bytes", flush=True)
     reference(FIXTURES / "keras2" / "k215-bilstm-mha-bn.npz", model, probe_floats)
+
+    # time_major=True: inputs as (time, batch, features), which Keras 3 cannot build; edgeattn must refuse it
+    inp = L.Input((12, 3))
+    path = FIXTURES / "keras2" / "k215-time-major.h5"
+    tf.keras.Model(inp, L.Dense(1)(L.LSTM(4, time_major=True)(inp))).save(path)
+    print(f"  keras2/{path.name}: {path.stat().st_size:,} bytes", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,18 @@ def test_kernel_regression_trains_exports_and_verifies(tmp_path):
     y, w = Predictor(out).predict(feed, return_attention=True)
     assert y.shape == (1, len(x_test))
     assert w.shape == (1, len(x_test), len(x_train))
-    assert np.all(w >= 0) and np.allclose(w.sum(axis=-1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(y[0], w[0] @ y_train, atol=1e-4)
+    # a Nadaraya-Watson estimate in NumPy with the bandwidth Keras learned: both outputs must be that
+    import keras
+
+    import edgeattn.layers  # noqa: F401  (registers NadarayaWatson for Keras)
+
+    (bandwidth,) = keras.saving.load_model(model).get_layer("nadaraya_watson").get_weights()[0]
+    assert abs(bandwidth - 1.0) > 1e-3  # trained: the check below would not tell w = 1 from the learned w
+    scores = -0.5 * ((x_test[:, None].astype(np.float64) - x_train[None, :]) * bandwidth) ** 2
+    kernel = np.exp(scores - scores.max(axis=1, keepdims=True))
+    kernel /= kernel.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(w[0], kernel, atol=1e-5)
+    np.testing.assert_allclose(y[0], kernel @ y_train, atol=1e-4)
 
 
 def test_seed_weights_are_distributions_that_depend_on_the_input(seed_onnx):

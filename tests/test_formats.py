@@ -311,14 +311,17 @@ def test_the_authors_class_wins_over_the_builtin_of_that_name(tmp_path):
     [
         ("x:float32[batch,10,1]", loading.InputShape("x", "float32", (None, 10, 1))),
         ("tokens:int32[batch,time]", loading.InputShape("tokens", "int32", (None, None))),
-        ("x[1,12,3]", loading.InputShape("x", "float32", (None, 12, 3))),  # the batch axis is always free
+        ("x[b,12,3]", loading.InputShape("x", "float32", (None, 12, 3))),
     ],
 )
 def test_parse_input_spec(text, expected):
     assert loading.parse_input_spec(text) == expected
 
 
-@pytest.mark.parametrize("text", ["x:float32", "x:complex64[batch,3]", "x:float32[batch,3.5]", "[batch,3]"])
+@pytest.mark.parametrize(
+    "text",
+    ["x:float32", "x:complex64[batch,3]", "x:float32[batch,3.5]", "[batch,3]", "x[10,1]", "x[batch,²]"],
+)
 def test_parse_input_spec_refuses_what_it_cannot_read(text):
     with pytest.raises(InputError, match="--input-spec"):
         loading.parse_input_spec(text)
@@ -334,3 +337,11 @@ def test_bench_builds_a_subclassed_source_on_the_onnx_inputs(tmp_path):
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith("Keras under tf.function"))
     assert float(row.split()[-1]) < 1e-5
+
+
+def test_time_major_file_is_refused_by_layer_name(tmp_path):
+    out = tmp_path / "tm.onnx"
+    done = run_cli("export", FIXTURES / "keras2" / "k215-time-major.h5", "-o", out)
+    assert done.returncode == 2
+    assert "LSTM layer 'lstm' has time_major=True" in done.stderr.splitlines()[0], done.stderr
+    assert not out.exists()

@@ -400,15 +400,31 @@ def test_containment_reports_a_crashing_reader(tmp_path, monkeypatch):
         sandbox.parse("onnx", SEED_ONNX)
 
 
-def test_containment_memory_limit(monkeypatch):
+def test_containment_memory_limit(tmp_path, monkeypatch):
+    """A crafted allocation: a 400 MB dataset that the file stores as a fill value (a few KB on disk), which
+    the reader allocates in full. Under a 256 MB limit the same file without it is read; with it, the limit
+    stops the reader; under 1024 MB it is read: the limit, not something else, is what stopped it."""
+    import h5py
+
     from edgeattn import sandbox
     from edgeattn.errors import InputError
 
-    monkeypatch.setenv("EDGEATTN_PARSE_MEMORY_MB", "64")  # the child cannot even load numpy within it
+    plain = LEGACY / "a41-lstm-luong.h5"
+    bomb = tmp_path / "bomb.h5"
+    shutil.copy(plain, bomb)
+    with h5py.File(bomb, "r+") as f:
+        f.create_dataset(
+            "model_weights/bomb", shape=(100 << 20,), dtype="float32", chunks=(1 << 20,), fillvalue=0
+        )
+    assert bomb.stat().st_size < plain.stat().st_size + 100_000
+    monkeypatch.setenv("EDGEATTN_PARSE_MEMORY_MB", "256")
+    assert sandbox.parse("model", plain)["format"] == "h5"
     with pytest.raises(
-        InputError, match=r"seed\.onnx: reading it needs more than 64 MB \(EDGEATTN_PARSE_MEMORY_MB\)"
+        InputError, match=r"bomb\.h5: reading it needs more than 256 MB \(EDGEATTN_PARSE_MEMORY_MB\)"
     ):
-        sandbox.parse("onnx", SEED_ONNX)
+        sandbox.parse("model", bomb)
+    monkeypatch.setenv("EDGEATTN_PARSE_MEMORY_MB", "1024")
+    assert sandbox.parse("model", bomb)["format"] == "h5"
 
 
 def _kill_while_writing(*argv: str) -> Path:

@@ -89,6 +89,12 @@ def test_cli_defaults_are_the_library_defaults():
 
     assert default("train", "epochs") == inspect.signature(tasks.train).parameters["epochs"].default
     assert default("export", "atol") == verify.DEFAULT_ATOL == defaults.ATOL
+    from edgeattn import loading
+
+    assert (
+        default("export", "max_params")
+        == inspect.signature(loading.load_model).parameters["max_params"].default
+    )
     assert default("verify", "samples") == verify.DEFAULT_BATCHES[-1]
     assert default("bench", "seconds") == inspect.signature(bench.run).parameters["seconds"].default
     assert default("bench", "batches") == ",".join(

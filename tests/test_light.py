@@ -120,18 +120,21 @@ def test_the_shipped_model_records_no_absolute_path():
     assert not any(v.startswith("/") or ":\\\\" in v for v in meta.values())
 
 
-def test_a_quantized_file_is_checked_against_keras_within_its_accepted_tolerance(tmp_path):
+def test_a_quantized_file_is_checked_against_keras_within_the_int8_promise(tmp_path):
+    """The error is measured here against what Keras computed (the float file's golden set), with int8's
+    promise (2% of the output's scale) as this test's own bound, not the tolerance quantize accepted."""
     out = tmp_path / "int8.onnx"
     made = run_cli("quantize", SEED, "--mode", "int8", "-o", out)
     assert made.returncode == 0, made.stderr
-    check = Predictor(out).self_check()
-    assert check["passed"]
-    y = check["outputs"]["y"]
-    assert 1e-4 < y["max_abs"] <= y["atol"]  # its real error against Keras's stored outputs, not 0
-    _, keras_outputs = golden()
-    np.testing.assert_allclose(Predictor(out).predict(golden()[0]), keras_outputs["y"], atol=y["atol"])
+    x, keras_outputs = golden()
+    err = float(np.abs(Predictor(out).predict(x) - keras_outputs["y"]).max())
+    assert 1e-4 < err <= 0.02 * float(np.abs(keras_outputs["y"]).max()), (
+        err
+    )  # a real error, within the promise
+    # verify --golden re-runs the same stored inputs: it must report this very error
     verified = run_cli("verify", out, "--golden")
     assert verified.returncode == 0, verified.stderr
+    assert f"y                    max abs {err:.3g} " in verified.stdout, verified.stdout
 
 
 def _two_input_model(path) -> None:
@@ -229,3 +232,27 @@ def test_the_attention_weights_come_through_the_lane_as_copies():
     want_y, want_weights = plain.run(["y", "attention_weights"], {"x": x})
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(weights, want_weights)
+
+
+def test_a_model_with_external_data_runs_from_a_private_copy_of_its_checked_files(tmp_path, monkeypatch):
+    # The Predictor builds from the bytes it read; external data from a private copy of the checked files
+    # (onnxruntime is given a path there, never the user's folder again): also at the oldest onnxruntime.
+    import tempfile
+
+    import onnx
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    monkeypatch.chdir(folder)  # onnx resolves location against the working folder in some versions
+    onnx.save(onnx.load(SEED), "seed.onnx", save_as_external_data=True, location="w.bin", size_threshold=256)
+    monkeypatch.chdir(tmp_path)
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    x, keras_outputs = golden()
+    y = Predictor(folder / "seed.onnx").predict(x)
+    np.testing.assert_allclose(y, keras_outputs["y"], atol=1e-5)
+    assert list(private.iterdir()) == []  # removed once the session is built
+    (folder / "w.bin").unlink()
+    with pytest.raises(ValueError, match="is missing"):
+        Predictor(folder / "seed.onnx")

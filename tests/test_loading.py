@@ -97,9 +97,25 @@ def test_not_a_model_files(tmp_path):
 def test_rewrite_legacy_drops_time_major():
     config = {
         "class_name": "LSTM",
-        "config": {"units": 3, "time_major": False, "nested": [{"time_major": 1}]},
+        "config": {"units": 3, "time_major": False, "implementation": 2},
     }
-    assert rewrite(config).config == {"class_name": "LSTM", "config": {"units": 3, "nested": [{}]}}
+    assert rewrite(config).config == {"class_name": "LSTM", "config": {"units": 3}}
+
+
+def test_rewrite_keeps_a_user_layers_own_arguments_of_those_names():
+    """Only Keras' recurrent layers lose ``time_major``/``implementation``: a user's layer keeps its own."""
+    user = {"class_name": "MyBlock", "config": {"units": 3, "implementation": "fast", "time_major": True}}
+    wrapped = {"class_name": "Bidirectional", "config": {"layer": {"class_name": "GRU", "config": {
+        "units": 2, "implementation": 1, "time_major": False}}}}  # fmt: skip
+    assert rewrite(user).config == user
+    inner = rewrite(wrapped).config["config"]["layer"]["config"]
+    assert inner == {"units": 2, "reset_after": False}  # (a Keras 2 GRU without reset_after: False)
+
+
+def test_time_major_true_is_refused_by_layer_name():
+    config = {"class_name": "GRU", "config": {"name": "gru_tm", "units": 3, "time_major": True}}
+    with pytest.raises(ValueError, match=r"GRU layer 'gru_tm' has time_major=True"):
+        rewrite(config)
 
 
 def test_what_was_checked_is_what_is_built(tmp_path, monkeypatch):

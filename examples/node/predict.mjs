@@ -33,13 +33,14 @@ class UsageError extends Error {}
 
 async function main([modelPath, inputPath]) {
   if (!modelPath || !inputPath) throw new UsageError("usage: node examples/node/predict.mjs MODEL.onnx INPUT.json|-");
-  const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1 });
-  const textSpec = onnxMetadata(readFileSync(modelPath))["edgeattn.text"];
+  const bytes = readFileSync(modelPath); // read once: the session and the metadata come from the same bytes
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
+  const textSpec = onnxMetadata(bytes)["edgeattn.text"];
   let given;
   let ids;
   try {
     const raw = readFileSync(inputPath === "-" ? 0 : inputPath, "utf8");
-    given = textSpec && inputPath.endsWith(".txt") ? raw.replace(/\n$/, "").split("\n") : JSON.parse(raw);
+    given = textSpec && inputPath.endsWith(".txt") ? raw.replace(/\n$/, "").split("\n").map((line) => line.replace(/\r$/, "")) : JSON.parse(raw);
   } catch (err) {
     throw new UsageError(`${inputPath}: ${err.message}`);
   }
