@@ -36,7 +36,7 @@ from edgeattn import (
     verify,
 )
 from edgeattn.errors import CheckFailedError, InputError, UnsupportedModelError, require
-from edgeattn.files import check_writable, sha256_of, write_atomic
+from edgeattn.files import check_writable, write_atomic
 from edgeattn.runtime import encode_array
 
 PREDICTION_OUTPUT = "y"
@@ -176,6 +176,7 @@ def export(
     _stamp(
         proto,
         loaded.source.path,
+        loaded.source.sha256,
         out,
         reference,
         options,
@@ -416,10 +417,11 @@ def _listed(what: str, problems: list[str]) -> tuple[str, list[str]]:
 
 
 def _stamp(
-    proto, source: Path, out: Path, reference, options: ExportOptions, parity, cases, facts: dict
+    proto, source: Path, sha256: str, out: Path, reference, options: ExportOptions, parity, cases, facts: dict
 ) -> None:
     """Write provenance (and the golden reference set: ``reference``'s outputs on the last parity case) into
-    ``metadata_props``, keys prefixed ``edgeattn.``; ``facts``: what this source's path adds."""
+    ``metadata_props``, keys prefixed ``edgeattn.``; ``sha256``: of the checked copy of ``source``; ``facts``:
+    what this source's path adds."""
     import tensorflow as tf
     import tf2onnx
 
@@ -432,7 +434,7 @@ def _stamp(
         "edgeattn.source": source.name,
         # relative to the exported file: no path of the machine that exported it
         "edgeattn.source_path": os.path.relpath(source.resolve(), out.resolve().parent),
-        "edgeattn.source_sha256": sha256_of(source),
+        "edgeattn.source_sha256": sha256,
         "edgeattn.inputs": json.dumps(
             [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in verify.input_specs(proto)]
         ),
@@ -513,6 +515,7 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
         found = check_folder(copy, unsafe=options.unsafe, shown=src)
         say(f"loading the SavedModel with TensorFlow (signature {found['signature']!r})")
         source = load(copy, found, shown=src)
+        digest = files.sha256_of(copy)  # of what was checked and loaded
         say("converting the signature with tf2onnx")
         proto, order = convert_signature(source, options.opset)
     before = len(proto.graph.node)
@@ -547,6 +550,7 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
     _stamp(
         proto,
         src,
+        digest,
         out,
         source.reference(order),
         options,

@@ -96,6 +96,7 @@ class ModelConfig:
     keras_version: str | None
     layer_classes: list[str] = field(default_factory=list)
     data: Path | None = None  # the bytes that were checked: the private copy that Keras then builds from
+    sha256: str | None = None  # of that copy (a folder: over its files), as the export records it
 
     @property
     def legacy(self) -> bool:
@@ -486,7 +487,9 @@ def load_model(
     path = require_source(path)
     shapes = tuple(parse_input_spec(s) if isinstance(s, str) else s for s in input_shapes)
     with files.private_copy(path) as copy:
-        return _load_checked(read_config(copy, shown=path), unsafe, custom_layers, shapes, max_params)
+        source = read_config(copy, shown=path)
+        source.sha256 = files.sha256_of(copy)  # of what is checked and built, not of the path read again
+        return _load_checked(source, unsafe, custom_layers, shapes, max_params)
 
 
 def _load_checked(

@@ -143,3 +143,24 @@ def test_what_was_checked_is_what_is_built(tmp_path, monkeypatch):
     assert loaded.model.get_layer("attention") is not None
     assert loaded.source.path == user_file  # messages and metadata name the user's file
     assert not marker.exists()
+
+
+def test_the_recorded_sha256_is_that_of_the_checked_copy(tmp_path, monkeypatch):
+    """The sha256 the export records is that of what was checked and built, not of the file read again."""
+    from conftest import MODELS
+
+    from edgeattn import loading
+    from edgeattn.files import sha256_of
+
+    user_file = tmp_path / "model.keras"
+    user_file.write_bytes((MODELS / "seed.keras").read_bytes())
+    read = loading.read_config
+
+    def read_then_swap(*args, **kwargs):
+        found = read(*args, **kwargs)
+        user_file.write_bytes(b"swapped after the copy was read")
+        return found
+
+    monkeypatch.setattr(loading, "read_config", read_then_swap)
+    loaded = loading.load_model(user_file)
+    assert loaded.source.sha256 == sha256_of(MODELS / "seed.keras") != sha256_of(user_file)
