@@ -274,15 +274,22 @@ def convert(keras_model, opset: int = DEFAULT_OPSET, like=None) -> onnx.ModelPro
             proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
             _freeze_captures(proto, concrete)
     if unsupported:
-        found = [f"layer {_layer_of(node, like)!r}: TensorFlow op {op} ({node})" for node, op in unsupported]
-        raise UnsupportedModelError(
-            f"cannot convert: {found[0]}, which tf2onnx has no ONNX form for"
-            if len(found) == 1
-            else f"cannot convert {len(found)} TensorFlow ops, which tf2onnx has no ONNX form for:",
-            details=found if len(found) > 1 else [],
-            hint="write the layer with keras.ops (or standard TensorFlow math) instead; nothing was written",
+        _refuse_unsupported(
+            [f"layer {_layer_of(node, like)!r}: TensorFlow op {op} ({node})" for node, op in unsupported],
+            "write the layer with keras.ops (or standard TensorFlow math) instead; nothing was written",
         )
     return proto
+
+
+def _refuse_unsupported(found: list[str], hint: str) -> None:
+    """The one error for TensorFlow ops that tf2onnx cannot convert (``found``: one line each)."""
+    raise UnsupportedModelError(
+        f"cannot convert: {found[0]}, which tf2onnx has no ONNX form for"
+        if len(found) == 1
+        else f"cannot convert {len(found)} TensorFlow ops, which tf2onnx has no ONNX form for:",
+        details=found if len(found) > 1 else [],
+        hint=hint,
+    )
 
 
 def _freeze_captures(proto: onnx.ModelProto, concrete) -> None:
@@ -478,13 +485,8 @@ def convert_signature(source, opset: int):
     with _unsupported_ops() as unsupported:
         proto, _ = tf2onnx.convert.from_function(function, input_signature=source.specs, opset=opset)
     if unsupported:
-        found = [f"TensorFlow op {op} ({node})" for node, op in unsupported]
-        raise UnsupportedModelError(
-            f"cannot convert: {found[0]}, which tf2onnx has no ONNX form for"
-            if len(found) == 1
-            else f"cannot convert {len(found)} TensorFlow ops, which tf2onnx has no ONNX form for:",
-            details=found if len(found) > 1 else [],
-            hint="nothing was written",
+        _refuse_unsupported(
+            [f"TensorFlow op {op} ({node})" for node, op in unsupported], "nothing was written"
         )
     _freeze_captures(proto, concrete)
     order = [o.name for o in proto.graph.output]
