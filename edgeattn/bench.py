@@ -4,8 +4,10 @@ Contenders, all fed the same seeded inputs:
 
 - ``floor`` (models with a fused recurrent node): a graph holding only the model's recurrent node(s), with the
   same weights, fed through onnxruntime's Python API with the very tensors that reach those nodes when the model
-  runs on the inputs. Any ONNX deployment of the model pays at least this.
-- ``edgeattn Predictor``: ``edgeattn.runtime.Predictor`` on the model, as an application would call it.
+  runs on the inputs, each node writing exactly the outputs of it that the model reads (all hidden states when
+  an attention reads them, the final state alone when only it is read). Any ONNX deployment pays at least this.
+- ``edgeattn Predictor``: ``edgeattn.runtime.Predictor`` on the model, as an application would call it (with
+  ``fuse_for_runtime=False``, the stored graph, and the default fused one beside it).
 - other ONNX files (e.g. the straight tf2onnx export), run with ``InferenceSession.run``;
 - with a Keras source: the model under ``tf.function`` (and eagerly), and with ``litert`` converted to LiteRT
   and run with XNNPACK. These run in a child process (``edgeattn.bench_child``) whose TensorFlow gets the
@@ -40,6 +42,7 @@ from edgeattn.errors import EdgeAttnError, InputError, UnsupportedModelError, fr
 
 FLOOR = "floor (bare recurrent node)"
 PREDICTOR = "edgeattn Predictor"
+FUSED = "Predictor fused for runtime"  # the default, beside a Predictor on the stored graph
 TF_FUNCTION = "Keras under tf.function"
 LITERT = "LiteRT (XNNPACK)"
 REFERENCES = {"floor": FLOOR, "Predictor": PREDICTOR, "tf.function": TF_FUNCTION, "LiteRT": LITERT}
@@ -117,32 +120,33 @@ def machine() -> str:
 
 
 def floor_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """A graph of the model's recurrent nodes alone, with their weights (float, also for a quantized file).
+    """A graph of the model's recurrent nodes alone, with their weights (float, also for a quantized file), each
+    writing exactly those of its outputs that the model reads: ``Y`` (all hidden states) as ``Y<k>``, ``Y_h``
+    and ``Y_c`` (the final ones) as ``Y_h<k>`` and ``Y_c<k>`` (``Y_h`` where the model reads none).
 
     Returns the graph and, for each of its inputs, the tensor of ``model`` that feeds that node (time-major),
     so that the floor can be fed what the node gets when the model runs.
     """
     constants = _float_weights(model)
+    read = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
     nodes, inputs, outputs, used, sources = [], [], [], [], {}
     for k, node in enumerate(n for n in model.graph.node if n.op_type in graph.RECURRENT_OPS):
         if any(name not in constants for name in node.input[1:4] if name):
             raise UnsupportedModelError(f"the recurrent node {node.name!r} has no constant weights")
         w = constants[node.input[1]]
         hidden = next(a.i for a in node.attribute if a.name == "hidden_size")
-        x_name, y_name = f"X{k}", f"Y{k}"
+        x_name, dirs, f32 = f"X{k}", int(w.dims[0]), onnx.TensorProto.FLOAT
         sources[x_name] = node.input[0]
-        inputs.append(
-            helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, ["time", "batch", int(w.dims[2])])
-        )
-        outputs.append(
-            helper.make_tensor_value_info(y_name, onnx.TensorProto.FLOAT, [int(w.dims[0]), "batch", hidden])
-        )
+        inputs.append(helper.make_tensor_value_info(x_name, f32, ["time", "batch", int(w.dims[2])]))
+        names = [f"{y}{k}" if o and o in read else "" for y, o in zip(("Y", "Y_h", "Y_c"), node.output)]
+        names = names if any(names) else ["", f"Y_h{k}"]  # nothing reads it: the final state, as the work
+        shapes = (["time", dirs, "batch", hidden], [dirs, "batch", hidden], [dirs, "batch", hidden])
+        outputs += [helper.make_tensor_value_info(n, f32, shape) for n, shape in zip(names, shapes) if n]
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
-        del copy.input[:]
+        del copy.input[:], copy.output[:]
         copy.input.extend([x_name, *node.input[1:4]])
-        del copy.output[:]
-        copy.output.extend(["", y_name])
+        copy.output.extend(names)
         nodes.append(copy)
         used.extend(node.input[1:4])
     if not nodes:
@@ -237,18 +241,10 @@ def measure(
     rows = []
     for name, chunks in per_round.items():
         times = [t for chunk in chunks for t in chunk]
-        p50 = float(np.percentile(times, 50)) / 1000
+        p50, p99 = (float(np.percentile(times, q)) / 1000 for q in (50, 99))
+        per = [float(np.percentile(chunk, 50)) / 1000 for chunk in chunks]
         rows.append(
-            Row(
-                name,
-                batch,
-                p50,
-                float(np.percentile(times, 99)) / 1000,
-                batch / (p50 / 1e6),
-                threads=contenders[name].threads,
-                calls=len(times),
-                round_p50_us=[float(np.percentile(chunk, 50)) / 1000 for chunk in chunks],
-            )
+            Row(name, batch, p50, p99, batch / (p50 / 1e6), contenders[name].threads, len(times), per)
         )
     by_name = {r.name: r for r in rows}
     for key, reference in REFERENCES.items():
@@ -274,6 +270,7 @@ def run(
     progress: Callable[[str], None] | None = None,
     custom_layers=(),
     fold_weights: bool = True,
+    fuse_for_runtime: bool = True,
 ) -> BenchReport:
     """Benchmark ``model_path`` against the floor and the optional contenders. See the module docstring.
 
@@ -281,41 +278,35 @@ def run(
     Predictor's session options). ``predictors``: more ``Predictor`` objects to time, by row name (e.g. on an
     int8 file, or with ``fold_weights=False``); they take the same inputs.
     ``time_steps``: the length to time where the time axis is free (default: ``defaults.TIME_STEPS``).
+    ``fuse_for_runtime``: the Predictor's (and the other files'); False adds the default Predictor as ``FUSED``.
     """
     from edgeattn.onnxfile import checked_copy, open_session
     from edgeattn.runtime import Predictor
-    from edgeattn.verify import input_specs, make_cases
 
     if (eager or litert) and keras_source is None:
         raise InputError("eager and LiteRT time the Keras source: give it (keras_source / --keras SRC)")
     with checked_copy(model_path) as (copy, data):  # read once: what was checked is what is timed
         proto = onnx.ModelProto.FromString(data)
-        predictor = Predictor(copy, providers=["cpu"], threads=threads, fold_weights=fold_weights)
-    specs = input_specs(proto)
-    time_free = any(s.time_free for s in specs)
-    fixed = next((s.shape[1] for s in specs if len(s.shape) > 1 and isinstance(s.shape[1], int)), None)
-    steps = (time_steps or defaults.TIME_STEPS) if time_free else fixed
-    if time_steps is not None and not time_free:
-        raise InputError(f"--time is for models with a free time axis; this one's is fixed at {fixed}")
+        options = {"providers": ["cpu"], "threads": threads, "fold_weights": fold_weights}
+        predictor = Predictor(copy, **options, fuse_for_runtime=fuse_for_runtime)
+        if not fuse_for_runtime:  # the default beside it: its "x Predictor" is what the fusion gains
+            predictors = {**(predictors or {}), FUSED: Predictor(copy, **options)}
+    steps, feeds = timed_inputs(proto, batches, time_steps)
     report = BenchReport(os.fspath(model_path), machine(), threads, steps)
-    vocab = graph.vocab_size(proto)
-    feeds = [
-        make_cases(specs, batches=(b,), lengths=[steps] if time_free else None, vocab=vocab)[0].feed
-        for b in batches
-    ]
+    if not fuse_for_runtime:
+        report.notes[PREDICTOR] = "fuse_for_runtime=False: the stored graph, standard ops only"
     has_floor = any(n.op_type in graph.RECURRENT_OPS for n in proto.graph.node)
     if has_floor:
         floor, sources = floor_model(proto)
         floor_session = open_session(floor, ["cpu"], threads)
         floor_in = floor_feeds(proto, sources, feeds)
     other_sessions = {
-        name: open_session(path, ["cpu"], threads, fold_weights) for name, path in (others or {}).items()
+        name: open_session(path, ["cpu"], threads, fold_weights, fuse_for_runtime)
+        for name, path in (others or {}).items()
     }
-    child = (
-        _TensorFlowChild(keras_source, threads, eager, litert, custom_layers, report, progress, proto)
-        if keras_source
-        else None
-    )
+    child = None
+    if keras_source:
+        child = _TensorFlowChild(keras_source, threads, eager, litert, custom_layers, report, progress, proto)
     try:
         for i, (batch, feed) in enumerate(zip(batches, feeds)):
             contenders: dict[str, Contender] = {}
@@ -330,10 +321,8 @@ def run(
             expected = predictor.predict(feed)
             for name, session in other_sessions.items():
                 contenders[name] = Contender(lambda s=session, f=feed: s.run(None, f), _ort_threads(session))
-            for name, other in (predictors or {}).items():
-                contenders[name] = Contender(
-                    lambda p=other, f=called: p.predict(f), _ort_threads(other._session)
-                )
+            for name, p in (predictors or {}).items():
+                contenders[name] = Contender(lambda p=p, f=called: p.predict(f), _ort_threads(p._session))
             if child:
                 contenders.update(child.prepare(batch, feed))
             rows = measure(contenders, batch, seconds, progress=progress)
@@ -346,6 +335,21 @@ def run(
         if child:
             child.close()
     return report
+
+
+def timed_inputs(proto: onnx.ModelProto, batches, time_steps: int | None = None) -> tuple[int | None, list]:
+    """The time steps timed (None: no time axis) and, per batch size, the seeded feed every contender gets
+    (tokens for integer inputs). ``time_steps``: where the time axis is free (default: ``defaults.TIME_STEPS``)."""
+    from edgeattn.verify import input_specs, make_cases
+
+    specs = input_specs(proto)
+    time_free = any(s.time_free for s in specs)
+    fixed = next((s.shape[1] for s in specs if len(s.shape) > 1 and isinstance(s.shape[1], int)), None)
+    if time_steps is not None and not time_free:
+        raise InputError(f"--time is for models with a free time axis; this one's is fixed at {fixed}")
+    steps, vocab = (time_steps or defaults.TIME_STEPS) if time_free else fixed, graph.vocab_size(proto)
+    lengths = [steps] if time_free else None
+    return steps, [make_cases(specs, batches=(b,), lengths=lengths, vocab=vocab)[0].feed for b in batches]
 
 
 def _as_called(feed: dict):

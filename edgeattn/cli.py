@@ -769,10 +769,23 @@ def quantize(
     "weights to float at load.",
 )
 @click.option(
+    "--no-fuse-for-runtime",
+    "stored_graph",
+    is_flag=True,
+    help="Run the Predictor on the stored graph (standard ops only) instead of letting onnxruntime put its "
+    "fused kernels in its place, and time the default fused Predictor beside it.",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Then profile the Predictor's session per kernel with onnxruntime's profiler, at each batch size for "
+    "the timing budget: the top kernels by time (node, op type, share, us per call) and the total.",
+)
+@click.option(
     "--json",
     "json_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the results as JSON.",
+    help="Also write the results as JSON (with --profile, every kernel under 'profile').",
 )
 @custom_layers_option
 def bench(
@@ -785,6 +798,8 @@ def bench(
     threads: int,
     seconds: float,
     keep_quantized: bool,
+    stored_graph: bool,
+    profile: bool,
     json_file: Path | None,
     custom_layers: tuple[str, ...],
 ) -> None:
@@ -792,18 +807,22 @@ def bench(
 
     \b
       floor          the model's fused recurrent node(s) alone, same weights, fed the tensors that reach
-                     them, through onnxruntime's Python API: what any ONNX deployment of this model pays
-                     at least (models without a recurrent node have no floor row)
+                     them, writing exactly the outputs of theirs that the model reads (all hidden states
+                     when an attention reads them, the final state alone when only it is read), through
+                     onnxruntime's Python API: what any ONNX deployment of this model pays at least
+                     (models without a recurrent node have no floor row)
       --keras SRC    the source model under tf.function (and with --eager, eagerly)
       --litert       the source converted to LiteRT and run with XNNPACK (needs --keras)
     Every contender gets the same inputs; tokens for integer inputs. TensorFlow and LiteRT run in a child
     process whose thread count is set before TensorFlow starts; the threads column is the count in effect.
     The contenders take turns in 5 rounds; the x columns are ratios of p50s taken round by round (median,
     and the lowest and highest round). Compare ratios, not absolute times, between machines or runs.
+    --profile then runs the Predictor under onnxruntime's profiler and lists where its time goes, per kernel.
     Examples:
       edgeattn bench model.onnx
       edgeattn bench model.onnx --keras model.keras --litert --batch 1,256 --json bench.json
       edgeattn bench transformer.onnx --keras transformer.keras --litert --time 32
+      edgeattn bench transformer.onnx --no-fuse-for-runtime --profile
     """
     from edgeattn import bench as bench_lib
 
@@ -821,6 +840,7 @@ def bench(
         progress=_progress(),
         custom_layers=custom_layers,
         fold_weights=not keep_quantized,
+        fuse_for_runtime=not stored_graph,
     )
     steps = f"time {report.time_steps}" if report.time_steps else "no time axis"
     _emit(f"{model}: {steps}, {threads} thread(s) asked; {report.machine}")
@@ -839,7 +859,26 @@ def bench(
         _emit(f"{name}: {what}")
     for name, why in report.skipped.items():
         _emit(f"skipped {name}: {why}")
-    _write_json(json_file, report.to_dict())
+    data = report.to_dict()
+    if profile:
+        from edgeattn import profile as profile_lib
+
+        profiles = profile_lib.profile(
+            model,
+            batches=_ints(batches),
+            threads=threads,
+            seconds=seconds,
+            time_steps=time_steps,
+            fold_weights=not keep_quantized,
+            fuse_for_runtime=not stored_graph,
+            progress=_progress(),
+        )
+        for one in profiles:
+            _emit()
+            for line in profile_lib.table(one):
+                _emit(line)
+        data["profile"] = [one.to_dict() for one in profiles]
+    _write_json(json_file, data)
 
 
 # -- score ----------------------------------------------------------------------------------------------

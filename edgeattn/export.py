@@ -24,14 +24,17 @@ import onnx
 
 from edgeattn import (
     __version__,
+    convs,
     defaults,
     fusion,
     graph,
     kerasmodel,
+    layouts,
     matmuls,
     onnxfile,
     ortformat,
     recurrent,
+    rows,
     shapes,
     verify,
 )
@@ -236,7 +239,14 @@ def _speed_rewrites(proto: onnx.ModelProto, vocab: int | None, steps: int | None
 
     for rewrite in (
         lambda: shapes.freeze_reshapes(proto, vocab, steps),
+        lambda: rows.unflatten_rows(proto, vocab, steps),
+        lambda: layouts.merge_layout_chains(proto, vocab, steps),
+        lambda: layouts.squeeze_transposes(proto, vocab, steps),
+        lambda: shapes.freeze_reshapes(proto, vocab, steps),
+        lambda: shapes.freeze_shapes(proto, vocab, steps),
         lambda: fusion.fuse_layer_norms(proto, feeds()),
+        lambda: fusion.fuse_gelus(proto, feeds()),
+        lambda: convs.conv1d(proto, feeds()),
         lambda: fusion.plain_gather_indices(proto),
         lambda: matmuls.split_concat_products(proto, feeds()),
         lambda: matmuls.row_scores(proto, feeds()),
@@ -262,6 +272,7 @@ def convert(keras_model, opset: int = DEFAULT_OPSET, like=None) -> onnx.ModelPro
         tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.as_dtype(t.dtype), name=_input_name(t, i, like))
         for i, t in enumerate(like.inputs)
     ]
+    wanted, opset = opset, min(opset, _tf2onnx_max_opset(tf2onnx))
     with _standard_gelu(tf), _unsupported_ops() as unsupported:
         try:
             proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)
@@ -278,7 +289,27 @@ def convert(keras_model, opset: int = DEFAULT_OPSET, like=None) -> onnx.ModelPro
             [f"layer {_layer_of(node, like)!r}: TensorFlow op {op} ({node})" for node, op in unsupported],
             "write the layer with keras.ops (or standard TensorFlow math) instead; nothing was written",
         )
-    return proto
+    return upgraded(proto, wanted)
+
+
+def _tf2onnx_max_opset(tf2onnx) -> int:
+    return max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+
+
+def upgraded(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``proto`` at ``opset`` (tf2onnx writes up to 18; a higher opset, for ``Gelu`` at 20, is reached with
+    onnx's version converter)."""
+    if graph.opset_of(proto) >= opset:
+        return proto
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, opset)
+    except Exception as exc:  # onnx raises its own converter errors
+        raise UnsupportedModelError(
+            f"cannot write opset {opset}: onnx's version converter stopped: {str(exc).splitlines()[0]}",
+            hint=f"use --opset {graph.opset_of(proto)} or lower; nothing was written",
+        ) from None
 
 
 def _refuse_unsupported(found: list[str], hint: str) -> None:
@@ -483,12 +514,15 @@ def convert_signature(source, opset: int):
     function = tf.function(lambda *xs: signature(**dict(zip(keys, xs))), input_signature=source.specs)
     concrete = function.get_concrete_function(*source.specs)
     with _unsupported_ops() as unsupported:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=source.specs, opset=opset)
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=source.specs, opset=min(opset, _tf2onnx_max_opset(tf2onnx))
+        )
     if unsupported:
         _refuse_unsupported(
             [f"TensorFlow op {op} ({node})" for node, op in unsupported], "nothing was written"
         )
     _freeze_captures(proto, concrete)
+    proto = upgraded(proto, opset)
     order = [o.name for o in proto.graph.output]
     if sorted(order) != sorted(source.output_keys):
         raise UnsupportedModelError(

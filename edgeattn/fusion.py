@@ -7,132 +7,186 @@ is run on every id in ``[-rows, rows)``; when it gives ``id`` (or ``id + rows`` 
 them, the ``Gather`` reads the input directly.
 
 ``LayerNormalization``: tf2onnx writes Keras' ``LayerNormalization`` as the arithmetic of ``tf.nn.moments``
-(13 nodes: two means, a difference, a square, a square root, a reciprocal and the affine part). ONNX has had
-``LayerNormalization`` since opset 17, and onnxruntime runs it as one kernel. The chain is matched node by node
-(each intermediate used only inside the chain), and the rewritten graph must give the same outputs as the
-original on seeded inputs (within 1e-5: one kernel rounds differently from thirteen), or it is not used.
+(13 nodes: two means, a difference, a square, a square root, a reciprocal and the affine part), in several
+forms: Keras 2's and Keras 3's, with and without scale and center, means as ``GlobalAveragePool`` or
+``ReduceMean``; hand-written layers divide by ``Sqrt(var + eps)`` or raise to ``-0.5``, or take the variance
+as ``mean(x^2) - mean^2``. ONNX has had ``LayerNormalization`` since opset 17, and onnxruntime runs it as one
+kernel. What a chain computes from its input is written as a polynomial (edgeattn.algebra), whatever the
+order of its operands and nodes: a chain is LayerNormalization when that is ``g * (x - mean) / sqrt(var +
+eps) + b`` with one epsilon and g, b per channel. Near forms are not (``(x - mean) / (sqrt(var) + eps)``,
+Keras' ``rms_scaling``, RMSNorm), nor a chain whose intermediates other nodes read.
+
+``Gelu`` (opset 20): ``x/2 * (1 + erf(x / sqrt 2))`` and its tanh approximation, recognised the same way.
+
+A rewritten graph must give the same outputs as the original on seeded inputs (within 1e-5: one kernel
+rounds differently from thirteen), or it is not used.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeattn import graph
+from edgeattn import algebra, graph
+from edgeattn.algebra import MEAN, MEAN_SQUARE, ROOT, X
 
 LAYER_NORM_OPSET = 17
+GELU_OPSET = 20
+MEANS = frozenset({"GlobalAveragePool", "ReduceMean"})
 TOLERANCE = 1e-5
 
 
 def fuse_layer_norms(model: onnx.ModelProto, feeds: list[dict]) -> int:
-    """Replace each matched moments chain by one ``LayerNormalization`` node; returns how many were fused
-    (0 when the opset is below 17, nothing matched, or the outputs on ``feeds`` moved)."""
+    """Replace each chain that computes a LayerNormalization over the last axis by one node (see the module
+    docstring); returns how many were fused (0 when the opset is below 17, nothing matched, or the outputs on
+    ``feeds`` moved)."""
     if graph.opset_of(model) < LAYER_NORM_OPSET:
         return 0
-    rewritten = onnx.ModelProto()
-    rewritten.CopyFrom(model)
-    g = rewritten.graph
-    consumers = graph.consumers(g)
-    constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    ranks = {name: len(shape) for name, shape in graph.inferred_shapes(rewritten).items()}
-    fused = 0
-    for node in list(g.node):
-        match = _match(node, consumers, constants, ranks)
-        if match is None:
+    means = [n for n in model.graph.node if n.op_type in MEANS]
+    return algebra.fuse(model, feeds, list(dict.fromkeys(n.input[0] for n in means)), _LayerNorm, TOLERANCE)
+
+
+def fuse_gelus(model: onnx.ModelProto, feeds: list[dict]) -> int:
+    """Replace each chain that computes GELU (exact, with ``Erf``, or the tanh approximation) by one ``Gelu``
+    node; returns how many were fused (0 below opset 20, when nothing matched, or the outputs moved)."""
+    if graph.opset_of(model) < GELU_OPSET:
+        return 0
+    producers = {o: n for n in model.graph.node for o in n.output}
+    sources = []
+    for node in model.graph.node:
+        if node.op_type in ("Erf", "Tanh"):
+            sources += _elementwise_ancestors(node.input[0], producers, depth=4)
+    return algebra.fuse(model, feeds, list(dict.fromkeys(sources)), _Gelu, TOLERANCE)
+
+
+def _elementwise_ancestors(name: str, producers: dict, depth: int) -> list[str]:
+    """``name`` and the tensors it is computed from by up to ``depth`` arithmetic nodes."""
+    found, todo = [name], [(name, 0)]
+    while todo:
+        current, level = todo.pop()
+        node = producers.get(current)
+        if node is None or level >= depth or node.op_type not in algebra.ARITHMETIC:
             continue
-        x, out, eps, gamma, beta, chain = match
-        channels = gamma.size if gamma is not None else beta.size if beta is not None else None
-        if channels is None:
-            continue
+        for i in node.input:
+            if i and i not in found:
+                found.append(i)
+                todo.append((i, level + 1))
+    return found
+
+
+class _LayerNorm(algebra.Recogniser):
+    """``g * (x - M) * r + b`` with g, b per channel: LayerNormalization over the last axis, epsilon ``eps``
+    (the one epsilon a source's chain may use)."""
+
+    XR, MR = ((ROOT, 1), (X, 1)), ((MEAN, 1), (ROOT, 1))
+
+    def __init__(self, shape, constants):
+        super().__init__(shape, constants)
+        self.eps = None
+
+    def special(self, node, args):
+        """A mean over the last axis: terms whose coefficients do not vary along it average to M, Q or
+        their mean coefficient."""
+        if not _is_last_axis_mean(node, len(self.shape), self.constants) or len(args) < 1:
+            return None
+        out: dict = {}
+        for term, c in args[0].items():
+            powers = dict(term)
+            degree = powers.pop(X, 0)
+            if degree and c.ndim and c.shape[-1] != 1:
+                return None
+            if degree == 0 and c.ndim and c.shape[-1] != 1:
+                c = c.mean(axis=-1, keepdims=True)
+            elif degree in (1, 2):
+                symbol = MEAN if degree == 1 else MEAN_SQUARE
+                powers[symbol] = powers.get(symbol, 0) + 1
+            elif degree:
+                return None
+            out = algebra.plus(out, {tuple(sorted(powers.items())): c})
+        return out
+
+    def monomial(self, p):
+        """``s * (Q - M^2 + eps)``, the variance plus epsilon, as the one term ``s * r^-2``."""
+        if p is None or len(p) <= 1 or set(p) - {((MEAN_SQUARE, 1),), ((MEAN, 2),), ()}:
+            return p
+        s, m2, eps = (algebra.scalar(p.get(t, np.zeros(1))) for t in (((MEAN_SQUARE, 1),), ((MEAN, 2),), ()))
+        if s is None or m2 is None or eps is None or not s or not algebra.close(m2, -s) or eps / s < 0:
+            return p
+        if self.eps is not None and not algebra.close(eps / s, self.eps):
+            return p
+        self.eps = eps / s
+        return {((ROOT, -2),): np.float64(s)}
+
+    def recognise(self, p):
+        if self.XR not in p or set(p) - {self.XR, self.MR, ()} or self.eps is None:
+            return None
+        gamma, shift = p[self.XR], p.get(self.MR, np.zeros(1))
+        if not algebra.close(*np.broadcast_arrays(gamma, -shift)):
+            return None
+        scale, bias = self._per_channel(gamma), self._per_channel(p.get((), np.zeros(1)))
+        return None if scale is None or bias is None else (scale, bias)
+
+    def _per_channel(self, c):
+        channels = self.shape[-1]
+        if c.ndim > len(self.shape) or any(d != 1 for d in c.shape[:-1]) or c.size not in (1, channels):
+            return None
+        return np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
+
+    def nodes(self, g, x, y, found):
         names = []
-        for kind, value, default in (("scale", gamma, 1.0), ("bias", beta, 0.0)):
-            name = f"{out}__ln_{kind}"
-            array = value if value is not None else np.full(channels, default, np.float32)
-            g.initializer.append(numpy_helper.from_array(array.astype(np.float32).reshape(-1), name))
-            names.append(name)
-        ln = helper.make_node(
-            "LayerNormalization", [x, *names], [out], name=f"{out}__layer_norm", axis=-1, epsilon=float(eps)
-        )
-        position = min(list(g.node).index(n) for n in chain)
-        for n in chain:
-            g.node.remove(n)
-        g.node.insert(position, ln)
-        fused += 1
-    from edgeattn.onnxfile import take_if_same
-
-    return fused if fused and take_if_same(model, rewritten, feeds, TOLERANCE) else 0
+        for kind, value in zip(("scale", "bias"), found):
+            names.append(f"{y}__ln_{kind}")
+            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), names[-1]))
+        return [
+            helper.make_node(
+                "LayerNormalization", [x, *names], [y], name=f"{y}__layer_norm", axis=-1, epsilon=self.eps
+            )
+        ]
 
 
-def _is_last_axis_mean(node, ranks: dict, constants: dict) -> bool:
-    rank = ranks.get(node.input[0])
+SQRT_HALF, SQRT_2_OVER_PI, TANH_CUBIC = 0.5**0.5, (2 / np.pi) ** 0.5, 0.044715
+
+
+class _Gelu(algebra.Recogniser):
+    """``x/2 * (1 + erf(x / sqrt 2))`` (Gelu) or ``x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` (Gelu,
+    approximate="tanh")."""
+
+    ARGUMENTS: ClassVar[dict] = {
+        "erf": {((X, 1),): SQRT_HALF},
+        "tanh": {((X, 1),): SQRT_2_OVER_PI, ((X, 3),): SQRT_2_OVER_PI * TANH_CUBIC},
+    }
+
+    def special(self, node, args):
+        symbol = node.op_type.lower()
+        want = self.ARGUMENTS.get(symbol)
+        if want is None or not algebra.same_scalars(args[0], want):
+            return None
+        return {((symbol, 1),): np.float64(1.0)}
+
+    def recognise(self, p):
+        for symbol in self.ARGUMENTS:
+            if algebra.same_scalars(p, {((X, 1),): 0.5, ((symbol, 1), (X, 1)): 0.5}):
+                return "none" if symbol == "erf" else "tanh"
+        return None
+
+    def nodes(self, g, x, y, found):
+        return [helper.make_node("Gelu", [x], [y], name=f"{y}__gelu", approximate=found)]
+
+
+def _is_last_axis_mean(node, rank: int, constants: dict) -> bool:
     if node.op_type == "GlobalAveragePool":  # averages every axis after the second: the last one of a rank-3
         return rank == 3
-    if node.op_type != "ReduceMean" or rank is None:
+    if node.op_type != "ReduceMean":
         return False
-    keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
-    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    axes = graph.attr(node, "axes")
     if axes is None and len(node.input) > 1 and node.input[1] in constants:
-        axes = constants[node.input[1]].tolist()
-    return keep == 1 and axes is not None and [a % rank for a in axes] == [rank - 1]
-
-
-def _affine(name: str, op: str, consumers: dict, constants: dict, chain: list):
-    """``name`` through an optional ``op`` with a constant (LayerNormalization's scale or center, which Keras
-    leaves out with ``scale=False``/``center=False``): the tensor after it, and the constant or None."""
-    users = consumers.get(name, [])
-    if len(users) == 1 and users[0].op_type == op and graph.other_input(users[0], name) in constants:
-        chain.append(users[0])
-        return users[0].output[0], constants[graph.other_input(users[0], name)]
-    return name, None
-
-
-def _match(mean, consumers, constants, ranks):
-    """The moments chain that starts at ``mean`` (a last-axis mean of x), as (x, output, epsilon, gamma,
-    beta, nodes), or None."""
-    if mean.op_type not in {"GlobalAveragePool", "ReduceMean"} or not _is_last_axis_mean(
-        mean, ranks, constants
-    ):
-        return None
-    x, m = mean.input[0], mean.output[0]
-    users = consumers.get(m, [])
-    sub = next((u for u in users if u.op_type == "Sub" and list(u.input) == [x, m]), None)
-    neg = next((u for u in users if u.op_type == "Neg"), None)
-    if sub is None or neg is None or len(users) != 2:
-        return None
-    square = graph.only_consumer(consumers, sub.output[0], "Mul")
-    if square is None or list(square.input) != [sub.output[0]] * 2:
-        return None
-    var = graph.only_consumer(consumers, square.output[0], mean.op_type)
-    if var is None or not _is_last_axis_mean(var, ranks, constants):
-        return None
-    add_eps = graph.only_consumer(consumers, var.output[0], "Add")
-    eps = constants.get(graph.other_input(add_eps, var.output[0])) if add_eps is not None else None
-    if eps is None or eps.size != 1:
-        return None
-    sqrt = graph.only_consumer(consumers, add_eps.output[0], "Sqrt")
-    recip = graph.only_consumer(consumers, sqrt.output[0], "Reciprocal") if sqrt is not None else None
-    if recip is None:
-        return None
-    chain = [mean, sub, square, var, add_eps, sqrt, recip, neg]
-    scale, gamma = _affine(recip.output[0], "Mul", consumers, constants, chain)
-    users = consumers.get(scale, [])
-    neg_mul = next((u for u in users if u.op_type == "Mul" and neg.output[0] in u.input), None)
-    x_mul = next((u for u in users if u.op_type == "Mul" and x in u.input and u is not neg_mul), None)
-    if neg_mul is None or x_mul is None or len(users) != 2 or consumers.get(neg.output[0]) != [neg_mul]:
-        return None
-    chain += [neg_mul, x_mul]
-    shift, beta = _affine(neg_mul.output[0], "Add", consumers, constants, chain)
-    final = graph.only_consumer(consumers, x_mul.output[0], "Add")
-    if final is None or graph.other_input(final, x_mul.output[0]) != shift or consumers.get(shift) != [final]:
-        return None
-    chain.append(final)
-    per_channel = [v for v in (gamma, beta) if v is not None]
-    if any(len(c.output) != 1 for c in chain) or any(
-        v.ndim == 0 or v.size != v.shape[-1] for v in per_channel
-    ):
-        return None  # scale and shift must be per channel: (C,) or (1, ..., 1, C)
-    return x, final.output[0], float(eps.reshape(-1)[0]), gamma, beta, chain
+        axes = constants[node.input[1]].reshape(-1).tolist()
+    return (
+        graph.attr(node, "keepdims", 1) == 1 and axes is not None and [a % rank for a in axes] == [rank - 1]
+    )
 
 
 def plain_gather_indices(model: onnx.ModelProto) -> int:

@@ -237,21 +237,28 @@ def rename_value(model: onnx.ModelProto, old: str, new: str) -> None:
 
 def name_dynamic_axes(model: onnx.ModelProto, time_free: bool) -> None:
     """Give the free axes readable names: ``batch`` for axis 0 and, for sequence inputs, ``time`` for axis 1
-    of the inputs and for the other free axes of the outputs (attention weights: (batch, time, time))."""
+    of the inputs and for the other free axes of the outputs (attention weights: (batch, time, time)).
+
+    Where several inputs have a free time axis, each gets a name of its own (``q_time``, ``kv_time``): they may
+    differ (a cross-attention's query and memory), and onnxruntime takes axes of one name to be of one size
+    (it reuses buffers on that word). The outputs' other free axes then keep the names they have."""
     initializers = _initializer_names(model.graph)
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    timed = [v for v in inputs if len(v.type.tensor_type.shape.dim) >= 2]
+    timed = (
+        [v for v in timed if not v.type.tensor_type.shape.dim[1].HasField("dim_value")] if time_free else []
+    )
+    for value in inputs:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
-        if time_free and len(dims) >= 2 and not dims[1].HasField("dim_value"):
-            dims[1].dim_param = "time"
+        if value in timed:
+            dims[1].dim_param = "time" if len(timed) == 1 else f"{value.name}_time"
     for value in model.graph.output:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
-        for dim in list(dims)[1:] if time_free else []:
+        for dim in list(dims)[1:] if len(timed) == 1 else []:
             if not dim.HasField("dim_value"):
                 dim.dim_param = "time"
 

@@ -100,20 +100,23 @@ def open_session(
     providers=None,
     threads: int | None = None,
     fold_weights: bool = True,
+    fuse_for_runtime: bool = True,
 ):
-    """An onnxruntime session on the model (a proto, bytes, or a file), with the Predictor's session options
-    (``edgeattn.runtime.session_options``: sequential, ``threads`` intra-op threads, quantized weights folded
-    in memory unless ``fold_weights`` is False)."""
-    import onnxruntime as ort
+    """An onnxruntime session on the model (a proto, bytes, or a file), built as the Predictor builds its own
+    (``edgeattn.runtime``: sequential, ``threads`` intra-op threads, quantized weights folded in memory unless
+    ``fold_weights`` is False, onnxruntime's fused kernels in memory unless ``fuse_for_runtime`` is False)."""
+    from edgeattn.runtime import make_session, resolve_providers, session_options
 
-    from edgeattn.runtime import resolve_providers, session_options
-
-    options = session_options(threads, fold_weights)
+    options = session_options(threads, fold_weights, fuse_for_runtime)
     if isinstance(model, onnx.ModelProto):
         source = model.SerializeToString()
-    else:
-        source = model if isinstance(model, bytes) else os.fspath(model)
-    return ort.InferenceSession(source, options, providers=resolve_providers(providers))
+    elif isinstance(model, bytes):
+        source = model
+    else:  # a file: its bytes (rewritten like any), unless it points to external data beside it
+        with open(model, "rb") as fh:
+            source = fh.read()
+        source = os.fspath(model) if b"location" in source else source
+    return make_session(source, options, resolve_providers(providers), fuse_for_runtime)
 
 
 def tensor_values(model: onnx.ModelProto, names, feeds: list[dict]) -> list[dict]:

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgeattn import standins
 from edgeattn.errors import UnsupportedModelError
 
 # Keras activation name -> ONNX recurrent activation (name, alpha, beta).
@@ -124,6 +125,9 @@ def stand_in(model):
         )
 
     def replace(layer):
+        cheaper = standins.stand_in(layer)  # MultiHeadAttention, pointwise Conv1D: fewer kernels
+        if cheaper is not layer:
+            return cheaper
         if isinstance(layer, keras.Model) and not is_graph_model(layer):
             # A subclassed model cannot be cloned layer by layer; tf2onnx fuses its LSTMs itself, and a GRU
             # or SimpleRNN inside it stays a Loop, which the structure check then refuses by name.

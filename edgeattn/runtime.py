@@ -66,8 +66,7 @@ class TensorSpec:
     dtype: np.dtype
 
     def __str__(self) -> str:
-        dims = ", ".join(str(d) for d in self.shape)
-        return f"{self.name}: ({dims}) {self.dtype.name}"
+        return f"{self.name}: {_shape(self.shape)} {self.dtype.name}"
 
 
 def _both_wheels_hint() -> str:
@@ -75,50 +74,32 @@ def _both_wheels_hint() -> str:
     shared ``onnxruntime`` module: say how to give it to the GPU build."""
     from importlib import metadata
 
-    installed = set()
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            metadata.version(dist)
-            installed.add(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    if installed == {"onnxruntime", "onnxruntime-gpu"}:
-        return (
-            ". Both the onnxruntime and onnxruntime-gpu wheels are installed and share one module; give it to the "
-            "GPU build: pip install --force-reinstall --no-deps onnxruntime-gpu"
-        )
-    return ""
+    try:
+        all(metadata.version(dist) for dist in ("onnxruntime", "onnxruntime-gpu"))
+    except metadata.PackageNotFoundError:
+        return ""
+    return (
+        ". Both the onnxruntime and onnxruntime-gpu wheels are installed and share one module; give it to the "
+        "GPU build: pip install --force-reinstall --no-deps onnxruntime-gpu"
+    )
 
 
 def resolve_providers(providers=None) -> list[str]:
     """onnxruntime provider names, in order, for the short or full names given; unknown ones are skipped."""
     available = ort.get_available_providers()
-    wanted = (
-        DEFAULT_PREFERENCE
-        if providers is None
-        else ([providers] if isinstance(providers, str) else providers)
-    )
-    chosen = []
-    skipped = []
-    for name in wanted:
+    wanted = [providers] if isinstance(providers, str) else providers
+    chosen, skipped = [], []
+    for name in DEFAULT_PREFERENCE if providers is None else wanted:
         full = PROVIDER_NAMES.get(str(name).lower(), str(name))
         if full not in available:
-            if providers is not None:
-                skipped.append(str(name))
-            continue
-        if full not in chosen:
+            skipped += [] if providers is None else [str(name)]
+        elif full not in chosen:
             chosen.append(full)
     if skipped:  # one warning for all of them
-        log.warning(
-            "execution provider(s) %s not available in this onnxruntime %s build (it has %s); skipped%s",
-            ", ".join(repr(n) for n in skipped),
-            ort.__version__,
-            ", ".join(available),
-            _both_wheels_hint(),
-        )
-    if not chosen:
-        chosen = ["CPUExecutionProvider"]
-    return chosen
+        names, hint = ", ".join(map(repr, skipped)), _both_wheels_hint()
+        why = f"not available in this onnxruntime {ort.__version__} build (it has {', '.join(available)})"
+        log.warning("execution provider(s) %s %s; skipped%s", names, why, hint)
+    return chosen or ["CPUExecutionProvider"]
 
 
 def _spec(node) -> TensorSpec:
@@ -134,13 +115,11 @@ def is_ort_format(path: str | os.PathLike) -> bool:
 
 def check_external_data(path: str | os.PathLike, model=None, data: bytes | None = None) -> list[str]:
     """Refuse (``ValueError``) an ONNX file whose external data could resolve outside its own folder.
-
     Every tensor stored outside the file must name a relative path with no ``..``, inside the model's folder,
     that is a regular file reached through no symbolic link and with no second hard link. Checked before
     onnxruntime or onnx follows anything. Returns the locations (relative), empty for a self-contained file.
     ``data``: the file's bytes as already read (else the file is read). Bytes without the protobuf key
-    ``location`` hold no external data and are not parsed here (cheap).
-    """
+    ``location`` hold no external data and are not parsed here (cheap)."""
     path = os.fspath(path)
     if model is None:
         if data is None:
@@ -157,8 +136,7 @@ def check_external_data(path: str | os.PathLike, model=None, data: bytes | None 
     folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
     locations = external_locations(model)
     for location in locations:
-        problem = _outside(folder, location)
-        if problem:
+        if problem := _outside(folder, location):
             raise ValueError(f"{path}: external data {location!r} {problem}; refused before reading it")
     return locations
 
@@ -201,14 +179,12 @@ def _locations(graph):
     tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
     for node in graph.node:
         for attr in node.attribute:
-            tensors.extend([attr.t] if attr.HasField("t") else [])
-            tensors.extend(attr.tensors)
+            tensors += [*([attr.t] if attr.HasField("t") else []), *attr.tensors]
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 yield from _locations(sub)
     for tensor in tensors:
         if tensor.data_location == 1:  # TensorProto.EXTERNAL
-            entries = {e.key: e.value for e in tensor.external_data}
-            yield entries.get("location", "")
+            yield {e.key: e.value for e in tensor.external_data}.get("location", "")
 
 
 def _outside(folder: str, location: str) -> str | None:
@@ -246,23 +222,18 @@ _NO_LANES: dict = {}
 # take long enough that numpy's cost no longer shows, as arrays (the byte check costs ~1.7 us per KiB).
 SMALL_INPUT_BYTES = 4096
 # Per float width: the exponent bits, the exponent's lowest bit, the sign bit.
-_FLOAT_BITS = {
-    2: (0x7C00, 0x0400, 0x8000),
-    4: (0x7F800000, 0x00800000, 0x80000000),
-    8: (0x7FF << 52, 1 << 52, 1 << 63),
-}
+_FLOAT_BITS = {2: (0x7C00, 0x0400, 0x8000), 4: (0x7F800000, 0x00800000, 0x80000000),
+               8: (0x7FF << 52, 1 << 52, 1 << 63)}  # fmt: skip
 
 
 def _filler(buffer: np.ndarray, check: bool):
     """``fill(x)``: copies x (of the buffer's shape) into the bound ``buffer`` and returns True, or returns False
     and copies nothing when x is not of the buffer's dtype or, with ``check``, holds a NaN or an infinity.
-
     A small float input is copied and checked as bytes, in one pass of integer arithmetic: a float is NaN or
     infinite when its exponent bits are all ones; masked to those bits, such a lane is the largest value a lane
     can hold below the sign bit, so adding the exponent's lowest bit carries into the sign bit in exactly those
     lanes (and never into the next lane). That is exact, and runs no numpy code between two runs, which on a
-    small model costs more than the check itself (it evicts onnxruntime's code from the CPU's caches).
-    """
+    small model costs more than the check itself (it evicts onnxruntime's code from the CPU's caches)."""
     dtype = buffer.dtype
     if buffer.nbytes > SMALL_INPUT_BYTES:
 
@@ -308,9 +279,7 @@ def _bound_runner(session: ort.InferenceSession, binding) -> tuple:
     and a small model notices each Python frame), else the public method."""
     raw = getattr(getattr(session, "_sess", None), "run_with_iobinding", None)
     inner = getattr(binding, "_iobinding", None)
-    if raw is None or inner is None:
-        return session.run_with_iobinding, binding
-    return raw, inner
+    return (session.run_with_iobinding, binding) if raw is None or inner is None else (raw, inner)
 
 
 def encode_array(array: np.ndarray) -> str:
@@ -330,27 +299,32 @@ def _binds_buffers(session) -> bool:
         binding = session.io_binding()
     except Exception:  # onnxruntime's own exception types, or no io_binding at all
         return False
-    return all(hasattr(binding, name) for name in ("bind_input", "bind_output")) and hasattr(
-        session, "run_with_iobinding"
-    )
+    names = ("bind_input", "bind_output")
+    return all(hasattr(binding, n) for n in names) and hasattr(session, "run_with_iobinding")
 
 
 # onnxruntime's session config key that lets its constant folding fold DequantizeLinear on constant weights.
 FOLD_QDQ_WEIGHTS = "session.disable_quant_qdq"
+# onnxruntime CPU fusions measured slower than the ops they replace at batch 256, one thread, edge fixtures:
+# SkipLayerNormalization 9-18% (at most 5% faster at batch 1), BiasGelu 1-6% (Gelu alone: 4-8% faster).
+SLOWER_FUSIONS = ["BiasGeluFusion", "SkipLayerNormFusion"]
+# A node's op_type as protobuf writes it: a model without an Erf or a Split has nothing for_runtime fuses.
+_FUSION_MARKERS = (b"\x22\x03Erf", b"\x22\x05Split")
 
 
-def session_options(threads: int | None = None, fold_weights: bool = True) -> ort.SessionOptions:
+def session_options(threads: int | None = None, fold_weights: bool = True,
+                    fuse_for_runtime: bool = True) -> ort.SessionOptions:  # fmt: skip
     """Session options as edgeattn runs models: quiet, sequential, one inter-op thread, ``threads`` intra-op
     threads (default: onnxruntime's choice).
 
     ``fold_weights``: onnxruntime folds constant weight paths (``Cast`` of fp16 weights, ``DequantizeLinear``
     of int8 weights) into float initializers in memory when it builds the session, so a small int8 or fp16
     file runs as fast as the float model while the file stays small. False keeps the stored graph, for
-    execution providers with real int8 kernels.
+    execution providers with real int8 kernels. ``fuse_for_runtime``: all of onnxruntime's graph rewrites
+    (its own fused kernels too); False: the basic ones only (standard ops; constants, weights too, still folded).
     """
     options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.inter_op_num_threads = 1
+    options.log_severity_level, options.inter_op_num_threads = 3, 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if threads is not None:
         if threads < 1:
@@ -358,7 +332,31 @@ def session_options(threads: int | None = None, fold_weights: bool = True) -> or
         options.intra_op_num_threads = int(threads)
     if fold_weights:
         options.add_session_config_entry(FOLD_QDQ_WEIGHTS, "1")
+    if not fuse_for_runtime:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return options
+
+
+def for_runtime(data: bytes) -> bytes:
+    """The model's bytes with onnxruntime's CPU kernels in place of standard subgraphs, in memory only
+    (``edgeattn.ortfusion``: one ``Attention`` kernel per packed self-attention, GELU in the form onnxruntime
+    fuses). ``data`` itself when nothing applies, for ``.ort`` bytes, or when ``edgeattn.ortfusion`` or
+    ``onnx``, which it needs, is missing (a copy of this file alone runs the stored graph)."""
+    if data[4:8] == b"ORTM" or not any(marker in data for marker in _FUSION_MARKERS):
+        return data  # nothing to fuse: onnx is not even imported
+    try:
+        from edgeattn import ortfusion
+    except ImportError:
+        return data
+    return ortfusion.for_cpu(data)
+
+
+def make_session(source, options, providers: list[str], fuse_for_runtime: bool) -> ort.InferenceSession:
+    """An InferenceSession on ``source`` (bytes or a path), fused as ``Predictor`` says for a CPU-only session."""
+    fuse = fuse_for_runtime and providers == ["CPUExecutionProvider"]
+    extra = {"disabled_optimizers": SLOWER_FUSIONS} if fuse else {}
+    return ort.InferenceSession(for_runtime(source) if fuse and isinstance(source, bytes) else source, options,
+                                providers=providers, **extra)  # fmt: skip
 
 
 class Predictor:
@@ -377,18 +375,18 @@ class Predictor:
         fold_weights: fold the int8/fp16 weights of a quantized file into float weights in memory at load
             (as fast as the float model; the memory of the float model). False keeps the stored graph, for
             runtimes with real int8 kernels. No effect on float files.
+        fuse_for_runtime: let onnxruntime put its own fused kernels (FusedMatMul, Gelu, NCHWc Conv, ...) in place
+            of standard subgraphs, in memory (the file stays standard; on CPU alone, GELUs first rewritten for
+            its fusion by ``for_runtime`` and ``SLOWER_FUSIONS`` off). False runs the stored graph: standard
+            ops only (onnxruntime's basic rewrites, which still fold constants and weights).
+        profile_prefix: onnxruntime profiles every run, per kernel, into a JSON file whose path starts with
+            this (``SessionOptions.enable_profiling``); ``end_profiling()`` ends it and returns the path.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        providers=None,
-        threads: int | None = None,
-        batch_size: int | None = None,
-        allow_nonfinite: bool = False,
-        io_binding: bool | None = None,
-        fold_weights: bool = True,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, providers=None, threads: int | None = None,
+                 batch_size: int | None = None, allow_nonfinite: bool = False, io_binding: bool | None = None,
+                 fold_weights: bool = True, fuse_for_runtime: bool = True,
+                 profile_prefix: str | None = None) -> None:  # fmt: skip
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"model not found: {self.path}")
@@ -397,20 +395,22 @@ class Predictor:
         with open(self.path, "rb") as fh:  # read once: the bytes checked are the bytes onnxruntime builds
             data = fh.read()
         locations = check_external_data(self.path, data=data)  # external data: from a private copy of it
+        chosen = resolve_providers(providers)
         private = private_model_copy(self.path, data, locations) if locations else None
-        options = session_options(threads, fold_weights)
-        self.fold_weights = fold_weights
+        options = session_options(threads, fold_weights, fuse_for_runtime)
+        if profile_prefix:
+            options.enable_profiling, options.profile_file_prefix = True, os.fspath(profile_prefix)
+        self.fold_weights, self.fuse_for_runtime = fold_weights, fuse_for_runtime
         try:
             source = os.path.join(private, os.path.basename(self.path)) if private else data
-            self._session = ort.InferenceSession(source, options, providers=resolve_providers(providers))
+            self._session = make_session(source, options, chosen, fuse_for_runtime)
         except Exception as exc:  # onnxruntime raises its own, unrelated exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{self.path} is not a model onnxruntime can load: {first}") from exc
         finally:
             if private:
                 shutil.rmtree(private, ignore_errors=True)
-        self.batch_size = batch_size
-        self._allow_nonfinite = allow_nonfinite
+        self.batch_size, self._allow_nonfinite = batch_size, allow_nonfinite
         self.inputs = tuple(_spec(i) for i in self._session.get_inputs())
         self.outputs = tuple(_spec(o) for o in self._session.get_outputs())
         self.providers = tuple(self._session.get_providers())
@@ -419,14 +419,9 @@ class Predictor:
         self._golden = meta.get(GOLDEN_KEY)
         self._output_names = [o.name for o in self.outputs]
         # Hot path: per input, the fixed axes to check; per thread, IOBindings with buffers allocated once.
-        self._fixed = {
-            spec.name: tuple((axis, d) for axis, d in enumerate(spec.shape) if isinstance(d, int))
-            for spec in self.inputs
-        }
-        self._tails = {
-            spec.name: tuple(spec.shape[1:]) if all(isinstance(d, int) for d in spec.shape[1:]) else None
-            for spec in self.inputs
-        }
+        ins = self.inputs
+        self._fixed = {s.name: tuple((a, d) for a, d in enumerate(s.shape) if type(d) is int) for s in ins}
+        self._tails = {s.name: s.shape[1:] if all(type(d) is int for d in s.shape[1:]) else None for s in ins}
         self._local = threading.local()
         self._bind = self.providers == ("CPUExecutionProvider",) and (
             _binds_buffers(self._session) if io_binding is None else bool(io_binding)
@@ -451,9 +446,12 @@ class Predictor:
         """Whether the model was exported with an ``attention_weights`` output."""
         return ATTENTION_OUTPUT in (o.name for o in self.outputs)
 
+    def end_profiling(self) -> str:
+        """End the profile asked for with ``profile_prefix``; the path of its JSON file (empty: none was asked)."""
+        return self._session.end_profiling()
+
     def __repr__(self) -> str:
-        ins = ", ".join(str(s) for s in self.inputs)
-        outs = ", ".join(str(s) for s in self.outputs)
+        ins, outs = (", ".join(map(str, specs)) for specs in (self.inputs, self.outputs))
         return f"Predictor({self.path!r}, providers={list(self.providers)}, inputs=[{ins}], outputs=[{outs}])"
 
     # -- input checks -------------------------------------------------------------------------------------
@@ -469,40 +467,29 @@ class Predictor:
                 else all(x.shape[a] == d for a, d in self._fixed[spec.name])
             ) and (x.dtype.kind != "f" or self._allow_nonfinite or _finite(x)):
                 return x
+        name, shape = f"input {spec.name!r}", _shape(spec.shape)
         if isinstance(x, (str, bytes)):
-            raise TypeError(
-                f"input {spec.name!r} must be numbers of shape {_shape(spec.shape)}, got a string"
-            )
+            raise TypeError(f"{name} must be numbers of shape {shape}, got a string")
         try:
             arr = np.asarray(x)
         except ValueError as exc:  # ragged nested lists
-            raise ValueError(f"input {spec.name!r}: nested lists of unequal lengths ({exc})") from None
-        kind = arr.dtype.kind
-        if kind not in "fiub":
-            raise TypeError(
-                f"input {spec.name!r} must be numbers ({spec.dtype.name}), got an array of dtype {arr.dtype}"
-            )
+            raise ValueError(f"{name}: nested lists of unequal lengths ({exc})") from None
+        if (kind := arr.dtype.kind) not in "fiub":
+            raise TypeError(f"{name} must be numbers ({spec.dtype.name}), got an array of dtype {arr.dtype}")
         if arr.ndim != len(spec.shape):
-            raise ValueError(
-                f"input {spec.name!r} must have shape {_shape(spec.shape)} (rank {len(spec.shape)}), "
-                f"got shape {arr.shape} (rank {arr.ndim})"
-            )
+            got = f"got shape {arr.shape} (rank {arr.ndim})"
+            raise ValueError(f"{name} must have shape {shape} (rank {len(spec.shape)}), {got}")
         for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
             if isinstance(want, int) and want != got:
-                raise ValueError(
-                    f"input {spec.name!r} must have shape {_shape(spec.shape)}, got {arr.shape} "
-                    f"(axis {axis} is {got}, expected {want})"
-                )
+                where = f"(axis {axis} is {got}, expected {want})"
+                raise ValueError(f"{name} must have shape {shape}, got {arr.shape} {where}")
         if spec.dtype.kind in "iu":
             if kind == "f" and not (np.isfinite(arr).all() and np.all(arr == np.round(arr))):
-                raise TypeError(f"input {spec.name!r} takes integer token ids, got non-integer values")
-            return arr.astype(spec.dtype, copy=False)
-        if kind == "f" and not self._allow_nonfinite and not np.isfinite(arr).all():
+                raise TypeError(f"{name} takes integer token ids, got non-integer values")
+        elif kind == "f" and not self._allow_nonfinite and not np.isfinite(arr).all():
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            raise ValueError(
-                f"input {spec.name!r} holds {bad} NaN or infinite value(s); "
-                "pass allow_nonfinite=True to run them anyway"
-            )
+            tip = "pass allow_nonfinite=True to run them anyway"
+            raise ValueError(f"{name} holds {bad} NaN or infinite value(s); {tip}")
         return arr.astype(spec.dtype, copy=False)
 
     def _feed(self, x) -> dict:
@@ -514,8 +501,7 @@ class Predictor:
         if len(self.inputs) != 1:
             names = ", ".join(s.name for s in self.inputs)
             raise ValueError(f"this model has {len(self.inputs)} inputs ({names}); pass a dict of arrays")
-        spec = self.inputs[0]
-        return {spec.name: self._check(spec, x)}
+        return {self.inputs[0].name: self._check(self.inputs[0], x)}
 
     # -- running ------------------------------------------------------------------------------------------
 
@@ -528,13 +514,9 @@ class Predictor:
         feed = self._feed(x)
         if self.batch_size is not None:
             n = next(iter(feed.values())).shape[0]
-            if n > self.batch_size:
-                parts = [
-                    self._session.run(
-                        self._output_names, {k: v[i : i + self.batch_size] for k, v in feed.items()}
-                    )
-                    for i in range(0, n, self.batch_size)
-                ]
+            if n > (size := self.batch_size):
+                chunks = [{k: v[i : i + size] for k, v in feed.items()} for i in range(0, n, size)]
+                parts = [self._session.run(self._output_names, chunk) for chunk in chunks]
                 return [np.concatenate([p[j] for p in parts]) for j in range(len(self._output_names))]
         if self._bind:
             return self._run_bound(feed)
@@ -542,11 +524,9 @@ class Predictor:
 
     def _run_bound(self, feed: dict) -> list[np.ndarray]:
         """One run through an IOBinding whose input and output buffers were bound once for this shape.
-
         Binding anew on each call costs about what it saves; copying into a pre-bound buffer does not.
         Bindings are per thread (a binding is not shareable) and kept for at most 8 shapes per thread. Returns
-        copies: the buffers are overwritten by the next call.
-        """
+        copies: the buffers are overwritten by the next call."""
         key = tuple([v.shape for v in feed.values()])
         cache = getattr(self._local, "bound", None)
         if cache is None:
@@ -567,17 +547,14 @@ class Predictor:
                 for name, buf in zip(self._output_names, results):
                     binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
             except (TypeError, RuntimeError) as exc:  # a build whose binding takes other arguments
-                log.warning(
-                    "onnxruntime %s cannot bind numpy buffers (%s); using session.run", ort.__version__, exc
-                )
+                why = "onnxruntime %s cannot bind numpy buffers (%s); using session.run"
+                log.warning(why, ort.__version__, exc)
                 self._bind = self._single = False
                 return outputs
             # Per input, the function that checks a value and copies it into its buffer (the buffers live as
             # long as these functions).
-            fills = {
-                name: _filler(buf, buf.dtype.kind == "f" and not self._allow_nonfinite)
-                for name, buf in inputs.items()
-            }
+            check = not self._allow_nonfinite
+            fills = {name: _filler(buf, check and buf.dtype.kind == "f") for name, buf in inputs.items()}
             run, arg = _bound_runner(self._session, binding)  # run(arg, None) runs the binding
             cache[key] = (fills, run, arg, results)
             if self._single:  # predict()'s lane for this shape
@@ -634,10 +611,7 @@ class Predictor:
         bound = cache.get(tuple([a.shape for a in arrays])) if cache else None
         if bound is None:
             return None
-        fills, run, arg, results = bound
-        if not all(fills[spec.name](a) for spec, a in zip(self.inputs, arrays)):
-            return None
-        return fills, run, arg, results
+        return bound if all(bound[0][spec.name](a) for spec, a in zip(self.inputs, arrays)) else None
 
     __call__ = predict
 
@@ -663,11 +637,9 @@ class Predictor:
     # -- on-device check ----------------------------------------------------------------------------------
 
     def self_check(self) -> dict:
-        """Re-run the reference inputs stored in the model at export time and compare with Keras's outputs.
-
-        Returns ``{"passed": bool, "outputs": {name: {"max_abs": float, "atol": float}}}``; raises
-        ``ValueError`` when the model carries no reference set.
-        """
+        """Re-run the reference inputs stored in the model at export time and compare with Keras's outputs:
+        ``{"passed": bool, "outputs": {name: {"max_abs": float, "atol": float}}}``; ``ValueError`` when the
+        model carries no reference set."""
         if not self._golden:
             raise ValueError(f"{os.path.basename(self.path)} carries no reference outputs ({GOLDEN_KEY})")
         return check_golden(self, json.loads(self._golden))
@@ -683,9 +655,8 @@ def check_golden(predictor: Predictor, golden: dict) -> dict:
     for name, blob in golden["outputs"].items():
         expected = decode_array(blob)
         if name not in got:
-            result["passed"] = False
-            missing = {"max_abs": float("inf"), "atol": atol, "passed": False, "missing": True}
-            result["outputs"][name] = missing
+            result["passed"], result["outputs"][name] = False, {"max_abs": float("inf"), "atol": atol}
+            result["outputs"][name].update(passed=False, missing=True)
             continue
         # a quantized file records, per output, the tolerance it was accepted with
         tolerance = float(golden.get("atols", {}).get(name, atol))

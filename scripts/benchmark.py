@@ -9,8 +9,10 @@ clean-up), the Predictor on the int8 and fp16 files of `edgeattn quantize` (weig
 int8 file's stored graph with fold_weights=False), LiteRT with XNNPACK, the Keras model under tf.function and
 Keras eager. Then the memory of a process after loading each file, and the files' bytes.
 
-Transformer fixtures (tests/fixtures/keras2/k2-transformer.h5, k2-user-transformer.h5; MultiHeadAttention, no
-recurrent node, so no floor): the Predictor on the edgeattn export, the straight tf2onnx export, LiteRT and
+Transformer fixtures (tests/fixtures/edge/ts-block1.keras, mha-conv4.keras, k3-layernorm.keras,
+tests/fixtures/keras2/k2-transformer.h5, k2-user-transformer.h5; no recurrent node, so no floor) and recurrent
+fixtures (tests/fixtures/keras2/k2-attention.h5, k2-cudnn-gru.h5, k2-mha-bilstm.h5; with a floor): the Predictor
+on the edgeattn export (with and without onnxruntime's fused kernels), the straight tf2onnx export, LiteRT and
 tf.function, batch 1 and 256.
 
 Every contender runs with the same thread count (TensorFlow and LiteRT in a child process that sets it before
@@ -30,11 +32,20 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
-FIXTURES = ROOT / "tests" / "fixtures" / "keras2"
+FIXTURES = ROOT / "tests" / "fixtures"
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+# name: (file under tests/fixtures, the author's layer files, time steps for a free time axis)
 TRANSFORMERS = {
-    "k2-transformer": ("k2-transformer.h5", (), None),
-    "k2-user-transformer": ("k2-user-transformer.h5", (FIXTURES / "user_layers.py",), 12),
+    "ts-block1": ("edge/ts-block1.keras", (), None),
+    "mha-conv4": ("edge/mha-conv4.keras", (), None),
+    "k3-layernorm": ("edge/k3-layernorm.keras", (), 16),
+    "k2-transformer": ("keras2/k2-transformer.h5", (), None),
+    "k2-user-transformer": ("keras2/k2-user-transformer.h5", (FIXTURES / "keras2" / "user_layers.py",), 12),
+}
+RECURRENT = {
+    "k2-attention": ("keras2/k2-attention.h5", (), None),
+    "k2-cudnn-gru": ("keras2/k2-cudnn-gru.h5", (), None),
+    "k2-mha-bilstm": ("keras2/k2-mha-bilstm.h5", (), None),
 }
 
 
@@ -47,7 +58,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,256", help="batch sizes, comma-separated")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmark.md")
     parser.add_argument("--no-readme", action="store_true", help="write --output only")
-    parser.add_argument("--only", choices=["seed", "transformers"], help="one part only")
+    parser.add_argument("--only", choices=["seed", "transformers", "recurrent"], help="one part only")
     args = parser.parse_args()
     batches = tuple(int(b) for b in args.batches.split(","))
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
@@ -57,7 +68,9 @@ def main() -> None:
         if args.only in (None, "seed"):
             parts.append(seed_section(Path(tmp), args, batches, say))
         if args.only in (None, "transformers"):
-            parts.append(transformer_section(Path(tmp), args, batches, say))
+            parts.append(fixture_section(Path(tmp), args, batches, say, TRANSFORMER_INTRO, TRANSFORMERS))
+        if args.only in (None, "recurrent"):
+            parts.append(fixture_section(Path(tmp), args, batches, say, RECURRENT_INTRO, RECURRENT))
     text = "\n".join(parts)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
@@ -150,14 +163,14 @@ def table(report, refs: list[str]) -> list[str]:
     head.append("max abs vs Predictor")
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" + " ---: |" * (len(head) - 1)]
     for name in names:
-        rows = [report.row(name, b) for b in batches]
-        threads = rows[0].threads if rows[0].threads else "auto"
-        cells = [name, str(threads)]
+        rows = [report.row(name, b) for b in batches]  # None where a contender did not run at that batch
+        present = [row for row in rows if row is not None]
+        cells = [name, str(present[0].threads or "auto")]
         for row in rows:
-            cells.append(f"{row.p50_us:,.1f}")
-            cells += [str(row.x[ref]) for ref in refs]
-        cells.append(f"{rows[-1].samples_per_s:,.0f}")
-        agree = [r.max_abs_vs_predictor for r in rows if r.max_abs_vs_predictor is not None]
+            cells.append(f"{row.p50_us:,.1f}" if row else "-")
+            cells += [str(row.x.get(ref, "-")) if row else "-" for ref in refs]
+        cells.append(f"{rows[-1].samples_per_s:,.0f}" if rows[-1] else "-")
+        agree = [r.max_abs_vs_predictor for r in present if r.max_abs_vs_predictor is not None]
         cells.append(f"{max(agree):.1e}" if agree else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -199,30 +212,43 @@ def memory_table(files: dict[str, Path], say) -> list[str]:
     return lines
 
 
-def transformer_section(tmp: Path, args, batches, say) -> str:
+TRANSFORMER_INTRO = (
+    "### Transformer models (MultiHeadAttention, no recurrent node)",
+    "Fixtures of the test suite in common public shapes (tests/fixtures/edge, made by "
+    "scripts/make_edge_transformer_fixtures.py: a one-block time-series transformer, four MultiHeadAttention + "
+    "Conv1D blocks as in Keras' time-series example, a Keras 3 token transformer with every LayerNormalization "
+    "form) and the Keras 2 fixtures, exported with edgeattn. No recurrent node, so no floor: the x columns are "
+    "ratios to edgeattn's Predictor, to the Keras model under tf.function and to LiteRT with XNNPACK, same "
+    "inputs. `Predictor, fuse_for_runtime=False` runs the stored standard graph without onnxruntime's own fused "
+    "kernels (edgeattn.ortfusion).",
+)
+RECURRENT_INTRO = (
+    "### Recurrent models with attention (Keras 2 files)",
+    "Keras 2 fixtures of the test suite: the floor is each model's recurrent node(s) alone, writing what the "
+    "model reads from them.",
+)
+
+
+def fixture_section(tmp: Path, args, batches, say, intro: tuple[str, str], fixtures: dict) -> str:
+    import onnx
+
     from edgeattn import bench
     from edgeattn.export import ExportOptions, export
     from edgeattn.loading import load_model
+    from edgeattn.runtime import Predictor
 
-    lines = [
-        "### Transformer models (MultiHeadAttention, no recurrent node)",
-        "",
-        "The Keras 2 fixtures of the test suite, exported with edgeattn. No recurrent node, so no floor: the x "
-        "columns are ratios to edgeattn's Predictor, to the Keras model under tf.function and to LiteRT with "
-        "XNNPACK, same inputs "
-        f"(token ids), {args.threads} intra-op thread(s) asked of every contender.",
-        "",
-    ]
-    for name, (file, layers, steps) in TRANSFORMERS.items():
+    title, text = intro
+    lines = [title, "", f"{text} {args.threads} intra-op thread(s) asked of every contender.", ""]
+    last_notes: list[str] = []
+    for name, (file, layers, steps) in fixtures.items():
         source = FIXTURES / file
         say(f"{name}: export, straight tf2onnx export")
         exported = tmp / f"{name}.onnx"
         export(source, exported, ExportOptions(custom_layers=tuple(map(str, layers)), golden=False))
         straight = tmp / f"{name}.straight.onnx"
         straight_nodes = _straight(load_model(source, custom_layers=layers).model, straight)
-        import onnx
-
-        nodes = len(onnx.load(exported).graph.node)
+        proto = onnx.load(exported)
+        unfused = Predictor(exported, providers=["cpu"], threads=args.threads, fuse_for_runtime=False)
         report = bench.run(
             exported,
             batches=batches,
@@ -230,15 +256,17 @@ def transformer_section(tmp: Path, args, batches, say) -> str:
             keras_source=source,
             litert=True,
             others={f"straight tf2onnx export ({straight_nodes} nodes), bare run": straight},
+            predictors={"Predictor, fuse_for_runtime=False": unfused},
             seconds=args.seconds,
             time_steps=steps,
             progress=say,
             custom_layers=tuple(map(str, layers)),
         )
+        refs = ["floor", "Predictor", "tf.function", "LiteRT"]
         lines += [
-            f"`{file}`: edgeattn export {nodes} nodes; time {report.time_steps}.",
+            f"`{file}`: edgeattn export {len(proto.graph.node)} nodes; time {report.time_steps}.",
             "",
-            *table(report, ["Predictor", "tf.function", "LiteRT"]),
+            *table(report, refs),
             "",
         ]
         last_notes = notes(report)
