@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 __all__ = ["Attention", "EdgeAttnError", "NadarayaWatson", "__version__"]
 
-from edgeattn.errors import EdgeAttnError
+from edgeattn.core.errors import EdgeAttnError
 
 _LAZY = {"Attention": "edgeattn.layers", "NadarayaWatson": "edgeattn.layers"}
 

@@ -36,7 +36,7 @@ ATTENTION_OUTPUT = "attention_weights"
 METADATA_PREFIX = "edgeattn."
 GOLDEN_KEY = "edgeattn.golden"
 TEXT_KEY = "edgeattn.text"  # a text model's tokenizer rules (JSON; see tokenizer.py)
-# When a golden set records no tolerance; equals edgeattn.defaults.ATOL (this file imports nothing).
+# When a golden set records no tolerance; equals edgeattn.core.defaults.ATOL (this file imports nothing).
 GOLDEN_ATOL = 1e-4
 
 # Short names accepted in ``providers``, mapped to onnxruntime's names.
@@ -339,13 +339,13 @@ def session_options(threads: int | None = None, fold_weights: bool = True,
 
 def for_runtime(data: bytes) -> bytes:
     """The model's bytes with onnxruntime's CPU kernels in place of standard subgraphs, in memory only
-    (``edgeattn.ortfusion``: one ``Attention`` kernel per packed self-attention, GELU in the form onnxruntime
-    fuses). ``data`` itself when nothing applies, for ``.ort`` bytes, or when ``edgeattn.ortfusion`` or
+    (``edgeattn.graphs.ortfusion``: one ``Attention`` kernel per packed self-attention, GELU in the form onnxruntime
+    fuses). ``data`` itself when nothing applies, for ``.ort`` bytes, or when ``edgeattn.graphs.ortfusion`` or
     ``onnx``, which it needs, is missing (a copy of this file alone runs the stored graph)."""
     if data[4:8] == b"ORTM" or not any(marker in data for marker in _FUSION_MARKERS):
         return data  # nothing to fuse: onnx is not even imported
     try:
-        from edgeattn import ortfusion
+        from edgeattn.graphs import ortfusion
     except ImportError:
         return data
     return ortfusion.for_cpu(data)

@@ -29,7 +29,7 @@ print(t1 - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 EDGEATTN = "from edgeattn.runtime import Predictor\nPredictor(sys.argv[1] + '/seed.onnx').predict(x)"
 TENSORFLOW = (
-    "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\nimport keras, edgeattn.layers\n"
+    "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\nimport keras, edgeattn.convert.layers\n"
     "keras.saving.load_model(sys.argv[1] + '/seed.keras').predict(x, verbose=0)"
 )
 

@@ -13,7 +13,7 @@ step edgeattn verify "$out/seed.onnx" --golden
 python - "$out" <<'PY'
 import sys
 import numpy as np
-from edgeattn.tasks import find_max_data
+from edgeattn.convert.tasks import find_max_data
 x, y = find_max_data(5, seed=2026)
 np.save(f"{sys.argv[1]}/x.npy", x)
 np.save(f"{sys.argv[1]}/y_true.npy", y)

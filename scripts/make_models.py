@@ -51,7 +51,7 @@ def main() -> None:
     )
     edgeattn("export", str(keras_file), "-o", str(onnx_file), "--attention-weights", "--force")
     # The README's picture: 8 fresh find-max samples explained (needs the [plot] extra).
-    from edgeattn.tasks import find_max_data
+    from edgeattn.convert.tasks import find_max_data
 
     sample_file = ROOT / "docs" / "find-max-8.npy"
     sample_file.parent.mkdir(exist_ok=True)

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from edgeattn.deploy.score import score
 from edgeattn.runtime import Predictor
-from edgeattn.score import score
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "seed.onnx"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeattn import web
+from edgeattn.deploy import web
 from edgeattn.runtime import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent

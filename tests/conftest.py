@@ -30,7 +30,7 @@ def need(condition: bool, why: str) -> None:
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium, headless, driven by playwright (no browser download)."""
-    from edgeattn import web
+    from edgeattn.deploy import web
 
     need(os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install -y chromium)")
     need(ORT_DIST.is_dir(), "onnxruntime-web is not installed (npm ci)")
@@ -50,7 +50,7 @@ def run_cli(*args: str, input: str | None = None, cwd: Path | None = None) -> su
 @pytest.fixture(scope="session")
 def seed_keras(tmp_path_factory) -> Path:
     """The seed's architecture with a few steps of training (fast; parity does not need accuracy)."""
-    from edgeattn.tasks import build_seed_model, find_max_data
+    from edgeattn.convert.tasks import build_seed_model, find_max_data
 
     model = build_seed_model(seed=1)
     x, y = find_max_data(256, seed=1)
@@ -62,7 +62,7 @@ def seed_keras(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def seed_onnx(seed_keras, tmp_path_factory) -> Path:
-    from edgeattn.export import ExportOptions, export
+    from edgeattn.convert.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("onnx") / "seed.onnx"
     export(seed_keras, out, ExportOptions(attention_weights=True))
@@ -71,7 +71,7 @@ def seed_onnx(seed_keras, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def seed_onnx_plain(seed_keras, tmp_path_factory) -> Path:
-    from edgeattn.export import export
+    from edgeattn.convert.export import export
 
     out = tmp_path_factory.mktemp("onnx") / "plain.onnx"
     export(seed_keras, out)

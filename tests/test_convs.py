@@ -1,4 +1,4 @@
-"""Keras' Conv1D as one 1-D ONNX Conv with its bias (edgeattn.convs, issue 26). The reference is Keras."""
+"""Keras' Conv1D as one 1-D ONNX Conv with its bias (edgeattn.graphs.convs, issue 26). The reference is Keras."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgeattn import convs
-from edgeattn.export import export
+from edgeattn.convert.export import export
+from edgeattn.graphs import convs
 
 
 def _model(**conv):

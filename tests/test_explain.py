@@ -22,7 +22,7 @@ def test_kernel_regression_trains_exports_and_verifies(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "attention_weights" in result.stdout
 
-    from edgeattn.tasks import kernel_regression_data
+    from edgeattn.convert.tasks import kernel_regression_data
 
     x_train, y_train, x_test, _ = kernel_regression_data()
     feed = {"queries": x_test[None, :], "keys": x_train[None, :], "values": y_train[None, :]}
@@ -32,7 +32,7 @@ def test_kernel_regression_trains_exports_and_verifies(tmp_path):
     # a Nadaraya-Watson estimate in NumPy with the bandwidth Keras learned: both outputs must be that
     import keras
 
-    import edgeattn.layers  # noqa: F401  (registers NadarayaWatson for Keras)
+    import edgeattn.convert.layers  # noqa: F401  (registers NadarayaWatson for Keras)
 
     (bandwidth,) = keras.saving.load_model(model).get_layer("nadaraya_watson").get_weights()[0]
     assert abs(bandwidth - 1.0) > 1e-3  # trained: the check below would not tell w = 1 from the learned w
@@ -54,7 +54,7 @@ def test_seed_weights_are_distributions_that_depend_on_the_input(seed_onnx):
 
 
 def test_shipped_model_looks_at_the_maximum():
-    from edgeattn.tasks import find_max_data
+    from edgeattn.convert.tasks import find_max_data
 
     x, _ = find_max_data(1000, seed=99)
     _, w = Predictor(ROOT / "models" / "seed.onnx").predict(x, return_attention=True)

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 from conftest import run_cli
 
-from edgeattn import graph
-from edgeattn.errors import CheckFailedError, OutputExistsError
-from edgeattn.export import ExportOptions, export
+from edgeattn.convert.export import ExportOptions, export
+from edgeattn.core.errors import CheckFailedError, OutputExistsError
+from edgeattn.graphs import graph
 
 
 def test_graph_is_standard_with_one_fused_lstm(seed_onnx_plain):
@@ -31,7 +31,7 @@ def test_graph_is_standard_with_one_fused_lstm(seed_onnx_plain):
 
 def test_the_attention_products_take_fewer_kernels(seed_onnx):
     """The seed's Dense over [context, last state] is a Gemm of the parts, and its scores are a row whose
-    Softmax feeds the weighted sum directly (edgeattn.matmuls)."""
+    Softmax feeds the weighted sum directly (edgeattn.graphs.matmuls)."""
     model = onnx.load(seed_onnx)
     assert "Concat" not in [n.op_type for n in model.graph.node]
     softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
@@ -65,7 +65,7 @@ def test_onnx_matches_keras(seed_keras, seed_onnx_plain, batch):
 
 
 def test_metadata_records_provenance(seed_keras, seed_onnx):
-    from edgeattn.files import sha256_of
+    from edgeattn.core.files import sha256_of
 
     meta = {p.key: p.value for p in onnx.load(seed_onnx).metadata_props}
     assert meta["edgeattn.source"] == "seed.keras"
@@ -81,7 +81,7 @@ def test_metadata_records_provenance(seed_keras, seed_onnx):
     import keras
     import onnxruntime as ort
 
-    from edgeattn.layers import with_attention_output
+    from edgeattn.convert.layers import with_attention_output
     from edgeattn.runtime import decode_array
 
     golden = json.loads(meta["edgeattn.golden"])
@@ -177,7 +177,7 @@ def test_the_recorded_source_path_is_relative_to_the_export(seed_keras, tmp_path
 
 
 def test_a_speed_rewrite_that_breaks_is_skipped_not_the_export(seed_keras, tmp_path, monkeypatch):
-    from edgeattn import fusion, matmuls, shapes
+    from edgeattn.graphs import fusion, matmuls, shapes
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("a graph this rewrite cannot handle")

@@ -19,8 +19,9 @@ import onnxruntime as ort
 import pytest
 from conftest import ROOT, run_cli
 
-from edgeattn import graph, legacy, loading
-from edgeattn.errors import InputError, UnsafeModelError
+from edgeattn.convert import legacy, loading
+from edgeattn.core.errors import InputError, UnsafeModelError
+from edgeattn.graphs import graph
 
 FIXTURES = ROOT / "tests" / "fixtures"
 SAVEDMODEL = FIXTURES / "savedmodel"
@@ -180,7 +181,7 @@ def test_compile_config_naming_an_unknown_loss_is_dropped(tmp_path):
 def test_tf_keras_215_files_of_mha_and_batchnorm(suffix, tmp_path):
     """tf.keras 2.15 records MultiHeadAttention's build input (query only) and BatchNormalization's axis as a
     list: both are read as Keras 2 meant them."""
-    from edgeattn.export import export
+    from edgeattn.convert.export import export
 
     out = tmp_path / "m.onnx"
     export(FIXTURES / "keras2" / f"k215-bilstm-mha-bn{suffix}", out)
@@ -218,7 +219,7 @@ SEQUENTIALS = {  # name -> (the input Keras 2 built: shape without the batch, dt
 
 @pytest.mark.parametrize("name", sorted(SEQUENTIALS))
 def test_old_sequential_file_gets_the_input_keras2_built(name, tmp_path):
-    from edgeattn.export import export
+    from edgeattn.convert.export import export
 
     (shape, dtype), recurrent = SEQUENTIALS[name]
     out = tmp_path / f"{name}.onnx"

@@ -1,4 +1,4 @@
-"""Standard ops in place of tf2onnx's node chains (edgeattn.fusion), on graphs built here in tf2onnx's form."""
+"""Standard ops in place of tf2onnx's node chains (edgeattn.graphs.fusion), on graphs built here in tf2onnx's form."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeattn import fusion
+from edgeattn.graphs import fusion
 
 RNG = np.random.default_rng(0)
 GAMMA, BETA = RNG.random(8).astype(np.float32) + 0.5, RNG.random(8).astype(np.float32)
@@ -373,7 +373,7 @@ def test_no_gelu_below_opset_20_or_with_another_constant_or_when_the_outputs_mov
 def test_the_keras3_conv_transformer_exports_every_layer_norm_as_one_node(tmp_path):
     """tests/fixtures/edge/mha-conv4.keras: 8 LayerNormalizations, half of them without scale and center (the
     GlobalAveragePool/Sub/Mul/Sqrt/Reciprocal/Neg chains the moments matcher left)."""
-    from edgeattn.export import export
+    from edgeattn.convert.export import export
 
     out = tmp_path / "m.onnx"
     result = export(Path(__file__).parent / "fixtures" / "edge" / "mha-conv4.keras", out)
@@ -387,7 +387,7 @@ def test_the_keras3_conv_transformer_exports_every_layer_norm_as_one_node(tmp_pa
 def test_export_at_opset_20_writes_each_gelu_as_one_node(tmp_path):
     """tf2onnx writes opset 18 at most: the export upgrades with onnx's version converter, then fuses. The
     reference is the Keras model's own saved outputs (tests/fixtures/edge/k3-layernorm.npz)."""
-    from edgeattn.export import ExportOptions, export
+    from edgeattn.convert.export import ExportOptions, export
 
     edge = Path(__file__).parent / "fixtures" / "edge"
     out = tmp_path / "k3.onnx"

@@ -23,7 +23,7 @@ import onnx
 import pytest
 from conftest import MODELS, ROOT, run_cli
 
-from edgeattn.files import PAUSE_ENV, TMP_MARK
+from edgeattn.core.files import PAUSE_ENV, TMP_MARK
 
 LEGACY = ROOT / "tests" / "fixtures" / "legacy"
 SEED_KERAS = MODELS / "seed.keras"
@@ -316,8 +316,8 @@ def test_the_payloads_are_armed(hostile, tmp_path, monkeypatch):
 
     import keras
 
-    from edgeattn.errors import EdgeAttnError
-    from edgeattn.loading import load_model
+    from edgeattn.convert.loading import load_model
+    from edgeattn.core.errors import EdgeAttnError
 
     # Lambdas (Keras 2 bytecode, nested, safe mode switched off inside the file): Keras 3 runs them when asked
     # to load unsafely, as edgeattn does with --unsafe.
@@ -384,8 +384,8 @@ def test_a_failed_run_with_force_keeps_the_existing_file(hostile, tmp_path):
 
 def test_containment_reports_a_crashing_reader(tmp_path, monkeypatch):
     """A reader that dies of a signal (as h5py can on a crafted file) becomes one error; we live on."""
-    from edgeattn import sandbox
-    from edgeattn.errors import InputError
+    from edgeattn.core import sandbox
+    from edgeattn.core.errors import InputError
 
     crasher = tmp_path / "python"
     crasher.write_text("#!/bin/sh\nkill -SEGV $$\n")
@@ -406,8 +406,8 @@ def test_containment_memory_limit(tmp_path, monkeypatch):
     stops the reader; under 1024 MB it is read: the limit, not something else, is what stopped it."""
     import h5py
 
-    from edgeattn import sandbox
-    from edgeattn.errors import InputError
+    from edgeattn.core import sandbox
+    from edgeattn.core.errors import InputError
 
     plain = LEGACY / "a41-lstm-luong.h5"
     bomb = tmp_path / "bomb.h5"

@@ -20,10 +20,10 @@ import onnxruntime as ort
 import pytest
 from conftest import ROOT, run_cli
 
-from edgeattn import graph
-from edgeattn.errors import UnsafeModelError, UnsupportedModelError
-from edgeattn.export import ExportOptions, export
-from edgeattn.loading import check_config, load_model
+from edgeattn.convert.export import ExportOptions, export
+from edgeattn.convert.loading import check_config, load_model
+from edgeattn.core.errors import UnsafeModelError, UnsupportedModelError
+from edgeattn.graphs import graph
 
 KERAS2 = ROOT / "tests" / "fixtures" / "keras2"
 USER_LAYERS = KERAS2 / "user_layers.py"
@@ -107,7 +107,7 @@ def test_keras2_file_exports_standard_fused_and_matches_the_independent_referenc
 
 @pytest.mark.parametrize("name", ["k2-transformer", "k2-mha-bilstm"])
 def test_attention_reshapes_have_constant_targets(name, keras2_exports):
-    """tf2onnx computes each reshape's target on every call; the export makes them constants (edgeattn.shapes)."""
+    """tf2onnx computes each reshape's target on every call; the export makes them constants (edgeattn.graphs.shapes)."""
     model = onnx.load(keras2_exports[name])
     constants = {t.name for t in model.graph.initializer}
     reshapes = [n for n in model.graph.node if n.op_type == "Reshape"]
@@ -335,7 +335,7 @@ def test_a_custom_layer_that_does_not_convert_is_refused_naming_layer_and_op(tmp
             """
         )
     )
-    from edgeattn.custom_layers import import_layers
+    from edgeattn.convert.custom_layers import import_layers
 
     cls = import_layers([str(code)])["mine>Erfc"]
     model = keras.Sequential([keras.Input((4, 2)), keras.layers.LSTM(3), cls(name="tail")])
@@ -347,7 +347,7 @@ def test_a_custom_layer_that_does_not_convert_is_refused_naming_layer_and_op(tmp
 
 
 def test_keras2_style_call_with_a_required_training_argument_gets_a_default():
-    from edgeattn.custom_layers import import_layers
+    from edgeattn.convert.custom_layers import import_layers
 
     layers = import_layers([str(USER_LAYERS)])
     x = np.ones((2, 5, 4), "float32")
@@ -372,7 +372,7 @@ def test_debug_is_accepted_before_and_after_the_command(where, tmp_path):
 
 
 def test_a_gru_from_before_reset_after_keeps_what_it_computed():
-    from edgeattn.legacy import rewrite
+    from edgeattn.convert.legacy import rewrite
 
     old = {"class_name": "GRU", "config": {"name": "gru_1", "units": 4, "implementation": 1}}
     assert rewrite(old).config["config"] == {"name": "gru_1", "units": 4, "reset_after": False}
@@ -408,7 +408,7 @@ def test_an_authors_class_named_like_a_keras_class_gets_a_hint_and_loads_with_it
             """
         )
     )
-    from edgeattn.custom_layers import import_layers
+    from edgeattn.convert.custom_layers import import_layers
 
     attention = import_layers([str(code)])["Attention"]
     inp = keras.Input((6, 2))
@@ -463,7 +463,7 @@ def test_keras3_file_with_the_users_classes_and_a_module_that_re_exports_them(tm
     )
     (tmp_path / "reexport.py").write_text("from pkg_layers import Scorer, Unregistered  # noqa: F401\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    from edgeattn.custom_layers import import_layers
+    from edgeattn.convert.custom_layers import import_layers
 
     found = import_layers(["reexport"])
     assert {"Scorer", "pkg>Scorer", "Unregistered"} <= set(found)
@@ -516,7 +516,7 @@ def test_layer_code_written_for_standalone_keras_2_runs(tmp_path):
             """
         )
     )
-    from edgeattn.custom_layers import import_layers
+    from edgeattn.convert.custom_layers import import_layers
 
     layer = import_layers([str(code)])["AttLayer"]
     inp = keras.Input((7, 3))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from edgeattn.layers import Attention, NadarayaWatson, with_attention_output
+from edgeattn.convert.layers import Attention, NadarayaWatson, with_attention_output
 
 
 def softmax(z, axis=-1):
@@ -72,7 +72,7 @@ def test_attention_rejects_bad_arguments():
 
 
 def test_attention_survives_a_keras_file_round_trip(tmp_path):
-    from edgeattn.tasks import build_seed_model
+    from edgeattn.convert.tasks import build_seed_model
 
     model = build_seed_model(seed=3)
     x = np.random.default_rng(3).random((4, 10, 1), dtype=np.float32)
@@ -84,7 +84,7 @@ def test_attention_survives_a_keras_file_round_trip(tmp_path):
 
 
 def test_with_attention_output_adds_weights_that_are_distributions():
-    from edgeattn.tasks import build_seed_model
+    from edgeattn.convert.tasks import build_seed_model
 
     model = build_seed_model(seed=4)
     both = with_attention_output(model)

@@ -16,10 +16,10 @@ import onnxruntime as ort
 import pytest
 from conftest import ROOT, run_cli
 
-from edgeattn import graph
-from edgeattn.errors import UnsupportedModelError
-from edgeattn.export import ExportOptions, export
-from edgeattn.verify import verify_against_keras
+from edgeattn.convert.export import ExportOptions, export
+from edgeattn.convert.verify import verify_against_keras
+from edgeattn.core.errors import UnsupportedModelError
+from edgeattn.graphs import graph
 
 LEGACY = ROOT / "tests" / "fixtures" / "legacy"
 FIXTURES = sorted(p.stem for p in LEGACY.glob("a*.h5"))
@@ -49,8 +49,8 @@ def test_keras2_file_exports_fused_and_matches_tf215(name, tmp_path):
 
 
 def test_attention_41_weights_load_by_their_old_names():
-    from edgeattn.layers import Attention
-    from edgeattn.loading import load_model
+    from edgeattn.convert.layers import Attention
+    from edgeattn.convert.loading import load_model
 
     model = load_model(LEGACY / "a41-lstm-luong.h5").model
     layer = next(la for la in model.layers if isinstance(la, Attention))
@@ -98,7 +98,7 @@ def _keras3(tmp_path: Path, name: str, input_shape, *layers, dtype="float32") ->
 def _zoo():
     from keras import layers as L
 
-    from edgeattn.layers import Attention
+    from edgeattn.convert.layers import Attention
 
     return {
         "gru-reset-after": (
@@ -160,7 +160,7 @@ def _zoo():
 
 @pytest.mark.parametrize("name", list(_zoo()))
 def test_every_recurrent_kind_becomes_one_fused_node(name, tmp_path):
-    from edgeattn.layers import Attention
+    from edgeattn.convert.layers import Attention
 
     shape, layers, fused = _zoo()[name]
     src = _keras3(tmp_path, name, shape, *layers)
@@ -182,7 +182,7 @@ def test_every_recurrent_kind_becomes_one_fused_node(name, tmp_path):
 def test_keras3_embedding_bilstm_bahdanau_on_a_free_time_axis(tmp_path):
     from keras import layers as L
 
-    from edgeattn.layers import Attention
+    from edgeattn.convert.layers import Attention
 
     src = _keras3(
         tmp_path,
@@ -225,7 +225,7 @@ def test_keras3_h5_multi_input_and_timedistributed(tmp_path):
     import keras
     from keras import layers as L
 
-    from edgeattn.layers import Attention
+    from edgeattn.convert.layers import Attention
 
     a, b = keras.Input((12, 3), name="a"), keras.Input((None, 2), name="b")
     h = L.LSTM(8, return_sequences=True)(L.TimeDistributed(L.Dense(4))(a))

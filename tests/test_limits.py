@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import MODELS, ROOT, run_cli
 
-from edgeattn import files, loading, params
-from edgeattn.errors import InputError, UnsafeModelError
+from edgeattn.convert import loading, params
+from edgeattn.core import files
+from edgeattn.core.errors import InputError, UnsafeModelError
 
 FIXTURES = ROOT / "tests" / "fixtures"
 

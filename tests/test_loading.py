@@ -8,9 +8,9 @@ import zipfile
 import keras
 import pytest
 
-from edgeattn.errors import InputError, UnsafeModelError
-from edgeattn.legacy import rewrite
-from edgeattn.loading import check_config, read_config
+from edgeattn.convert.legacy import rewrite
+from edgeattn.convert.loading import check_config, read_config
+from edgeattn.core.errors import InputError, UnsafeModelError
 
 
 def _keras_zip_with(tmp_path, config: dict):
@@ -34,7 +34,7 @@ def _lambda_model_that_writes(marker):
 
 
 def test_lambda_in_a_keras_file_is_refused_before_anything_runs(tmp_path):
-    from edgeattn.loading import load_model
+    from edgeattn.convert.loading import load_model
 
     marker = tmp_path / "ran"
     path = tmp_path / "lambda.keras"
@@ -73,7 +73,7 @@ def test_unsafe_lets_it_through():
 
 
 def test_seed_model_config_is_accepted(tmp_path):
-    from edgeattn.tasks import build_seed_model
+    from edgeattn.convert.tasks import build_seed_model
 
     path = tmp_path / "seed.keras"
     build_seed_model().save(path)
@@ -122,7 +122,7 @@ def test_what_was_checked_is_what_is_built(tmp_path, monkeypatch):
     """A file swapped on disk after its check (a race) cannot slip in: Keras builds from the checked copy."""
     from conftest import MODELS
 
-    from edgeattn import loading
+    from edgeattn.convert import loading
 
     marker = tmp_path / "ran"
     hostile = tmp_path / "hostile.keras"
@@ -149,8 +149,8 @@ def test_the_recorded_sha256_is_that_of_the_checked_copy(tmp_path, monkeypatch):
     """The sha256 the export records is that of what was checked and built, not of the file read again."""
     from conftest import MODELS
 
-    from edgeattn import loading
-    from edgeattn.files import sha256_of
+    from edgeattn.convert import loading
+    from edgeattn.core.files import sha256_of
 
     user_file = tmp_path / "model.keras"
     user_file.write_bytes((MODELS / "seed.keras").read_bytes())

@@ -1,4 +1,4 @@
-"""Fewer kernels around attention's products (edgeattn.matmuls), on graphs built here in tf2onnx's form and
+"""Fewer kernels around attention's products (edgeattn.graphs.matmuls), on graphs built here in tf2onnx's form and
 checked against NumPy."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeattn import matmuls
+from edgeattn.graphs import matmuls
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(6, 4)).astype(np.float32)

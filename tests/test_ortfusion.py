@@ -1,4 +1,4 @@
-"""onnxruntime's own fused kernels, in memory only (edgeattn.ortfusion, issue 26 item 2).
+"""onnxruntime's own fused kernels, in memory only (edgeattn.graphs.ortfusion, issue 26 item 2).
 
 The reference is onnxruntime's run of the stored, standard graph: the rewrite must not move the outputs.
 """
@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 from conftest import ROOT
 
-from edgeattn import ortfusion
-from edgeattn.export import export
+from edgeattn.convert.export import export
+from edgeattn.graphs import ortfusion
 
 EDGE = ROOT / "tests" / "fixtures" / "edge"
 

@@ -19,8 +19,9 @@ import onnx
 import pytest
 from conftest import ROOT, run_cli
 
-from edgeattn import defaults, verify
-from edgeattn.verify import Case, InputSpec, compare, make_cases
+from edgeattn.convert import verify
+from edgeattn.convert.verify import Case, InputSpec, compare, make_cases
+from edgeattn.core import defaults
 
 DEEP = ROOT / "tests" / "fixtures" / "transformer"
 LAYERS = DEEP / "deep_layers.py"
@@ -41,7 +42,7 @@ def _keras_with_layers():
 
 @pytest.fixture(scope="module")
 def deep_onnx(tmp_path_factory) -> Path:
-    from edgeattn.export import ExportOptions, export
+    from edgeattn.convert.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("deep") / "deep5.onnx"
     export(DEEP / "deep5.keras", out, ExportOptions(custom_layers=(str(LAYERS),)))
@@ -252,7 +253,7 @@ def cross_attention(tmp_path_factory):
     """Cross-attention over two inputs of free, independent lengths, and its export."""
     import keras
 
-    from edgeattn.export import export
+    from edgeattn.convert.export import export
 
     keras.utils.set_random_seed(2)
     q = keras.Input((None, 4), name="q")
@@ -304,7 +305,7 @@ def test_an_onnx_graph_that_ignores_mask_zero_fails(tmp_path):
     them apart."""
     import keras
 
-    from edgeattn.export import export
+    from edgeattn.convert.export import export
 
     keras.utils.set_random_seed(4)
     ids = keras.Input((12,), dtype="int32", name="ids")

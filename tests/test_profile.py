@@ -14,7 +14,8 @@ import pytest
 from conftest import MODELS, ROOT, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeattn import bench, profile, runtime
+from edgeattn import runtime
+from edgeattn.deploy import bench, profile
 
 SEED_ONNX = MODELS / "seed.onnx"
 
@@ -23,8 +24,8 @@ SEED_ONNX = MODELS / "seed.onnx"
 def models(tmp_path_factory) -> dict:
     """One file of each kind bench takes: recurrent with attention, its int8 and fp16 copies, a transformer,
     a text model (token ids in, tokenizer rules in the file)."""
-    from edgeattn.export import export
-    from edgeattn.quantize import quantize
+    from edgeattn.convert.export import export
+    from edgeattn.deploy.quantize import quantize
 
     folder = tmp_path_factory.mktemp("profile")
     files = {"recurrent": SEED_ONNX}
@@ -171,7 +172,7 @@ def test_the_floor_of_the_seed_writes_all_hidden_states_as_its_attention_reads_t
     floor, sources = bench.floor_model(model)
     assert [o.name for o in floor.graph.output] == ["Y0", "Y_h0"]
     # run: the floor's outputs are the values the model's own node writes, on the same inputs
-    from edgeattn.onnxfile import open_session, tensor_values
+    from edgeattn.graphs.onnxfile import open_session, tensor_values
 
     x = np.random.default_rng(5).random((3, 10, 1), dtype=np.float32)
     (feed,) = bench.floor_feeds(model, sources, [{"x": x}])
@@ -205,7 +206,7 @@ def _lstm_model(read: str) -> onnx.ModelProto:
 
 @pytest.mark.parametrize(("read", "outputs"), [("Y_h", ["Y_h0"]), ("Y", ["Y0"])])
 def test_the_floor_writes_only_what_the_model_reads(read, outputs):
-    from edgeattn.onnxfile import open_session
+    from edgeattn.graphs.onnxfile import open_session
 
     model = _lstm_model(read)
     onnx.checker.check_model(model)

@@ -146,7 +146,7 @@ CONTRIB = "com.microsoft"
 def transformer_onnx(tmp_path_factory):
     from conftest import ROOT
 
-    from edgeattn.export import export
+    from edgeattn.convert.export import export
 
     out = tmp_path_factory.mktemp("fuse") / "k2-transformer.onnx"
     export(ROOT / "tests" / "fixtures" / "keras2" / "k2-transformer.h5", out)
@@ -166,7 +166,8 @@ def _optimized_ops(data: bytes, fuse: bool, tmp_path) -> set[tuple[str, str]]:
     """(domain, op type) of the graph onnxruntime builds from ``data``, as open_session builds its sessions."""
     import onnx
 
-    from edgeattn import onnxfile, runtime
+    from edgeattn import runtime
+    from edgeattn.graphs import onnxfile
 
     out = tmp_path / f"optimized-{fuse}.onnx"
     original = runtime.session_options
@@ -200,7 +201,7 @@ def test_fused_and_stored_graphs_agree_and_only_the_fused_holds_contrib_kernels(
         a, b = fused.predict(feed), plain.predict(feed)
         assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5
     # The Predictors' own sessions, by the kernels they ran: onnxruntime's fused ones (one Attention per
-    # self-attention, edgeattn.ortfusion; Gelu once its GELUs are written for its fusion) where fused; standard
+    # self-attention, edgeattn.graphs.ortfusion; Gelu once its GELUs are written for its fusion) where fused; standard
     # ops in the stored graph.
     profile = tmp_path / "profile"
     on = _kernel_ops(Predictor(transformer_onnx, threads=1, profile_prefix=profile), feeds[1])
@@ -356,7 +357,7 @@ def test_the_stored_graph_still_folds_quantized_weights(tmp_path):
     DequantizeLinear is folded at load (fold_weights) unless that is off too."""
     from conftest import MODELS
 
-    from edgeattn.quantize import quantize
+    from edgeattn.deploy.quantize import quantize
 
     int8 = tmp_path / "seed.int8.onnx"
     quantize(MODELS / "seed.onnx", int8, "int8")

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from conftest import MODELS, run_cli
 
-from edgeattn.errors import InputError, OutputExistsError
-from edgeattn.export import ExportOptions, export
+from edgeattn.convert.export import ExportOptions, export
+from edgeattn.core.errors import InputError, OutputExistsError
 from edgeattn.runtime import Predictor
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("ray")
-from edgeattn.score import score  # noqa: E402
+from edgeattn.deploy.score import score  # noqa: E402
 
 SEED = MODELS / "seed.onnx"
 
@@ -235,7 +235,7 @@ def test_the_workers_score_the_bytes_the_driver_checked(seed_onnx_plain, tmp_pat
 
     result = score(model, [tmp_path / "x.npy"], tmp_path / "out", workers=1, progress=swap)
     np.testing.assert_array_equal(np.asarray(pq.read_table(tmp_path / "out" / "x.parquet").column("y")), want)
-    from edgeattn.files import sha256_of
+    from edgeattn.core.files import sha256_of
 
     assert result.manifest["model_sha256"] == sha256_of(SEED)
 
@@ -243,7 +243,7 @@ def test_the_workers_score_the_bytes_the_driver_checked(seed_onnx_plain, tmp_pat
 def test_a_worker_refuses_bytes_that_are_not_the_checked_ones():
     import hashlib
 
-    from edgeattn.score import ScoreFailedError, _worker_predictor
+    from edgeattn.deploy.score import ScoreFailedError, _worker_predictor
 
     data = SEED.read_bytes()
     shipped = {
@@ -263,7 +263,7 @@ def test_ray_starts_from_a_private_empty_folder(tmp_path, monkeypatch, address):
     driver folder at all). Joining a real cluster from a planted folder was checked by hand (README)."""
     import types
 
-    from edgeattn import score as score_module
+    from edgeattn.deploy import score as score_module
 
     seen = {}
 
@@ -274,7 +274,7 @@ def test_ray_starts_from_a_private_empty_folder(tmp_path, monkeypatch, address):
     data = types.SimpleNamespace(DataContext=types.SimpleNamespace(get_current=lambda: context))
     fake = types.SimpleNamespace(init=init, data=data)
     monkeypatch.chdir(tmp_path)
-    from edgeattn.sandbox import private_folder
+    from edgeattn.core.sandbox import private_folder
 
     with private_folder("edgeattn-score-") as folder:
         score_module._init_ray(fake, address, 1, folder)

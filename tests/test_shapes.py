@@ -1,4 +1,4 @@
-"""Constant Reshape targets in place of the shape computations tf2onnx writes (edgeattn.shapes)."""
+"""Constant Reshape targets in place of the shape computations tf2onnx writes (edgeattn.graphs.shapes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeattn import graph, layouts, rows, shapes
+from edgeattn.graphs import graph, layouts, rows, shapes
 
 
 def _dynamic_reshape_model() -> onnx.ModelProto:
@@ -69,7 +69,7 @@ def test_constant_targets_from_observed_shapes():
     assert shapes.constant_target([(2, 12, 8), (3, 12, 8)], [(2, 96), (3, 96)], True) == [-1, 12, 8]
 
 
-# -- observed shapes: rows unflattened, layout chains merged, shape arithmetic frozen (edgeattn.layouts) ---
+# -- observed shapes: rows unflattened, layout chains merged, shape arithmetic frozen (edgeattn.graphs.layouts) ---
 
 N = helper.make_node
 RNG = np.random.default_rng(0)
@@ -316,7 +316,7 @@ def test_the_free_time_transformer_has_no_shape_arithmetic_left(tmp_path):
     ReduceProd or Cast left to compute a shape on every call, every Reshape target a constant."""
     from pathlib import Path
 
-    from edgeattn.export import export
+    from edgeattn.convert.export import export
 
     out = tmp_path / "k3.onnx"
     result = export(Path(__file__).parent / "fixtures" / "edge" / "k3-layernorm.keras", out)

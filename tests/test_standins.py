@@ -1,4 +1,4 @@
-"""Keras layers exported as the fewest kernels (edgeattn.standins, issue 26): MultiHeadAttention, Conv1D(1).
+"""Keras layers exported as the fewest kernels (edgeattn.convert.standins, issue 26): MultiHeadAttention, Conv1D(1).
 
 The references are Keras' own outputs (of the original layer, or the fixture's saved outputs, taken before the
 model was saved), never edgeattn's.
@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 from conftest import ROOT
 
-from edgeattn import standins
-from edgeattn.export import export
+from edgeattn.convert import standins
+from edgeattn.convert.export import export
 
 EDGE = ROOT / "tests" / "fixtures" / "edge"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeattn import graph
+from edgeattn.graphs import graph
 
 
 def model(nodes, batch="batch", output="y", initializers=()):

@@ -19,13 +19,14 @@ import pytest
 import tensorflow as tf
 from conftest import ORT_DIST, ROOT, need, run_cli
 
-from edgeattn import textmodel, web
-from edgeattn.errors import UnsafeModelError, UnsupportedModelError
-from edgeattn.export import ExportOptions, export
-from edgeattn.loading import check_config
+from edgeattn.convert import textmodel
+from edgeattn.convert.export import ExportOptions, export
+from edgeattn.convert.loading import check_config
+from edgeattn.convert.verify import verify_against_keras
+from edgeattn.core.errors import UnsafeModelError, UnsupportedModelError
+from edgeattn.deploy import web
 from edgeattn.runtime import Predictor
 from edgeattn.tokenizer import SPLIT, STANDARDIZE, Tokenizer
-from edgeattn.verify import verify_against_keras
 
 FIXTURES = ROOT / "tests" / "fixtures" / "text"
 NODE = shutil.which("node")
@@ -117,7 +118,9 @@ def test_the_javascript_tokenizer_gives_kerass_ids_for_every_setting(keras_layer
     cases = [{"name": n, "spec": s, "want": w} for n, s, w in keras_layers]
     (tmp_path / "cases.json").write_text(json.dumps({"texts": TRICKY, "cases": cases}))
     script = (
-        'import { Tokenizer } from "' + (ROOT / "edgeattn" / "web_assets" / "edgeattn.js").as_uri() + '";\n'
+        'import { Tokenizer } from "'
+        + (ROOT / "edgeattn" / "deploy" / "web_assets" / "edgeattn.js").as_uri()
+        + '";\n'
         'import { readFileSync } from "node:fs";\n'
         "const { texts, cases } = JSON.parse(readFileSync(process.argv[2], 'utf8'));\n"
         "const out = cases.map((c) => ({ name: c.name, got: new Tokenizer(c.spec).encode(texts) }));\n"

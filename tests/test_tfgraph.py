@@ -1,4 +1,4 @@
-"""SavedModel folders without a Keras config, exported from the serving signature's graph (edgeattn.tfgraph).
+"""SavedModel folders without a Keras config, exported from the serving signature's graph (edgeattn.convert.tfgraph).
 
 The committed folders (tests/fixtures/savedmodel/, made by scripts/make_savedmodel_graph_fixtures.py under TF
 2.15.1) carry TF 2.15's own outputs on fixed inputs: the ONNX models must reproduce them (an independent
@@ -79,7 +79,7 @@ def _meta(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def test_fixtures_are_graph_savedmodels_and_small():
-    from edgeattn import tfgraph
+    from edgeattn.convert import tfgraph
 
     for name in (*GOOD, *HOSTILE):
         folder = FIXTURES / name
@@ -96,8 +96,8 @@ def test_fixtures_are_graph_savedmodels_and_small():
 def test_export_reproduces_tf215_outputs(name, exported):
     import onnxruntime as ort
 
-    from edgeattn import graph
-    from edgeattn.files import sha256_of
+    from edgeattn.core.files import sha256_of
+    from edgeattn.graphs import graph
 
     path, done = exported[name]
     assert done.returncode == 0, done.stderr
@@ -204,7 +204,7 @@ def _copy_with(folder: Path, tmp_path: Path, change) -> Path:
     """A copy of ``folder`` whose saved_model.pb was changed by ``change(meta_graph)`` (as data)."""
     import shutil
 
-    from edgeattn import tfgraph
+    from edgeattn.convert import tfgraph
 
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
@@ -217,7 +217,7 @@ def _copy_with(folder: Path, tmp_path: Path, change) -> Path:
 def test_scan_follows_api_implements_alternatives(tmp_path):
     """Grappler may swap a call for a library function with the same api_implements: a ReadFile hidden in
     the cuDNN twin of the subclassed model's LSTM is refused, though no call reaches it."""
-    from edgeattn import sandbox
+    from edgeattn.core import sandbox
 
     def hide(meta):
         twin = next(
@@ -238,7 +238,7 @@ def test_scan_follows_api_implements_alternatives(tmp_path):
 
 
 def test_scan_covers_load_time_functions_and_while_bodies(tmp_path):
-    from edgeattn import sandbox
+    from edgeattn.core import sandbox
 
     def in_while_body(meta):
         body = next(f for f in meta.graph_def.library.function if f.signature.name.startswith("while_body"))

@@ -16,7 +16,8 @@ import pytest
 from conftest import MODELS, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeattn import runtime, sandbox
+from edgeattn import runtime
+from edgeattn.core import sandbox
 
 SEED = MODELS / "seed.onnx"
 
@@ -192,7 +193,7 @@ def test_the_predictor_builds_the_bytes_it_checked(swap, monkeypatch):
 
 def test_predict_and_inspect_use_the_bytes_the_sandbox_child_parsed(swap, monkeypatch):
     from edgeattn import cli
-    from edgeattn.onnxfile import describe
+    from edgeattn.graphs.onnxfile import describe
 
     user_file, x, want, other = swap
     original = user_file.read_bytes()

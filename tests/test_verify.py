@@ -9,7 +9,7 @@ import onnx
 from conftest import run_cli
 from onnx import numpy_helper
 
-from edgeattn.export import export
+from edgeattn.convert.export import export
 
 
 def _largest_initializer_moved(src, dst, delta=0.5):
@@ -113,7 +113,7 @@ def test_verify_fails_a_wrong_opset_import(seed_onnx, seed_keras, tmp_path):
 def test_a_changed_source_is_refused_unless_named(seed_onnx, seed_keras, tmp_path):
     import shutil
 
-    from edgeattn.tasks import build_seed_model
+    from edgeattn.convert.tasks import build_seed_model
 
     shutil.copy(seed_onnx, tmp_path / "seed.onnx")
     build_seed_model(seed=11).save(tmp_path / "seed.keras")  # same name, other weights

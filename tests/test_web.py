@@ -19,8 +19,8 @@ import keras
 import numpy as np
 from conftest import MODELS, ORT_DIST, ROOT, need, run_cli
 
-from edgeattn import web
-from edgeattn.export import ExportOptions, export
+from edgeattn.convert.export import ExportOptions, export
+from edgeattn.deploy import web
 from edgeattn.runtime import Predictor
 
 ATOL = 1e-5

@@ -8,12 +8,12 @@
 // object on stdout: {"outputs": {"y": nested arrays, "attention_weights": ...}, "ms": time of the run}.
 // A text model (exported from Keras's TextVectorization) takes texts: a JSON list of strings, or a .txt file with one
 // text per line; they are tokenized as Keras did, by the rules stored in the model (the Tokenizer of
-// edgeattn/web_assets/edgeattn.js), and the output also holds the token ids ("ids").
+// edgeattn/deploy/web_assets/edgeattn.js), and the output also holds the token ids ("ids").
 //   node examples/node/predict.mjs text-model.onnx texts.txt
 // Errors: one line "error: ..." on stderr and exit code 2 (bad input) or 1.
 import { readFileSync } from "node:fs";
 import * as ort from "onnxruntime-node";
-import { Tokenizer, onnxMetadata } from "../../edgeattn/web_assets/edgeattn.js";
+import { Tokenizer, onnxMetadata } from "../../edgeattn/deploy/web_assets/edgeattn.js";
 
 const TYPED = { float32: Float32Array, float64: Float64Array, int32: Int32Array, int64: BigInt64Array };
 

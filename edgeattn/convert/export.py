@@ -1,0 +1,324 @@
+"""Keras -> ONNX: convert with tf2onnx, clean the graph, check it, prove parity, stamp provenance, write.
+
+Every export is checked before anything is written: the graph must pass ``onnx.checker``, use standard
+domains only, hold every recurrent layer as one fused ``LSTM``/``GRU``/``RNN`` node (never ``Loop``/``Scan``),
+keep the batch axis dynamic, and match Keras within tolerance on seeded inputs. A failed check raises
+``CheckFailedError`` and leaves no file behind.
+
+This module is the flow (``export``, for Keras models and for graph SavedModel folders) and its atomic write;
+the steps are in ``tfconvert`` (the tf2onnx conversion), ``cleanup`` (output names, speed rewrites, the
+structure check) and ``provenance`` (the metadata stamped into the model).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeattn.convert import kerasmodel, recurrent, verify
+from edgeattn.convert.cleanup import (  # noqa: F401 - PREDICTION_OUTPUT: still found here, as before the split
+    PREDICTION_OUTPUT,
+    _check_structure,
+    _listed,
+    _name_outputs,
+    _speed_rewrites,
+)
+from edgeattn.convert.provenance import GOLDEN_SAMPLES, _stamp  # noqa: F401 - GOLDEN_SAMPLES: as before
+from edgeattn.convert.tfconvert import (  # noqa: F401 - export.convert (scripts/benchmark.py), upgraded: as before
+    convert,
+    convert_signature,
+    upgraded,
+)
+from edgeattn.core import defaults
+from edgeattn.core.errors import CheckFailedError, InputError, UnsupportedModelError
+from edgeattn.core.files import check_writable, write_atomic
+from edgeattn.graphs import graph, onnxfile, ortformat
+
+LAYER_OUTPUTS_KEY = onnxfile.LAYER_OUTPUTS_KEY
+SOURCE_FORMAT_KEY = onnxfile.SOURCE_FORMAT_KEY
+DEFAULT_OPSET = defaults.OPSET
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = DEFAULT_OPSET
+    # True: the model's one attention layer; a name: that layer (for models with several).
+    attention_weights: bool | str = False
+    force: bool = False
+    unsafe: bool = False
+    atol: float = verify.DEFAULT_ATOL
+    rtol: float = verify.DEFAULT_RTOL  # times each tensor's scale (its largest |Keras| value), added to atol
+    golden: bool = True
+    custom_layers: tuple[str, ...] = ()  # the user's layer code: .py files or module names
+    input_specs: tuple = ()  # for a model that records no inputs: "x:float32[batch,10,1]" strings
+    max_params: int = defaults.MAX_PARAMS  # refuse a config that implies more (before Keras builds it)
+    layer_outputs: bool = True  # record which ONNX tensor holds each Keras layer's output (verify per layer)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    size_bytes: int
+    summary: graph.GraphSummary
+    parity: verify.ParityReport
+    seconds: float
+    dropped_nodes: int
+    ort_max_abs: float | None = None  # ORT format only: largest difference from the ONNX model
+
+
+def export(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    options: ExportOptions = ExportOptions(),
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export the Keras model in ``src`` to the ONNX file ``out``; ``progress`` hears each stage's name."""
+    say = progress or (lambda _stage: None)
+    from edgeattn.convert.loading import load_model
+
+    start = time.perf_counter()
+    out = Path(out)
+    if out.suffix.lower() not in (".onnx", ".ort"):
+        raise InputError(f"{out}: the output must end in .onnx (ONNX) or .ort (onnxruntime's ORT format)")
+    check_writable(out, options.force)
+    if out.suffix.lower() == ".ort":
+        check_writable(ortformat.config_path(out), options.force)
+    from edgeattn.convert import tfgraph
+
+    if tfgraph.is_graph_savedmodel(src):  # a SavedModel without a Keras config: its signature's graph
+        return _export_graph_folder(src, out, options, say, start)
+    say(f"reading {Path(src).name} (its config is checked before Keras sees it)")
+    loaded = load_model(
+        src,
+        unsafe=options.unsafe,
+        custom_layers=options.custom_layers,
+        input_shapes=options.input_specs,
+        max_params=options.max_params,
+    )
+    keras_model = loaded.model
+    from edgeattn.convert import textmodel
+
+    text = textmodel.split_text(keras_model)  # a leading TextVectorization: export the numeric part
+    keras_model = text.model if text is not None else keras_model
+    if options.attention_weights:
+        from edgeattn.convert.layers import with_attention_output
+
+        try:
+            name = options.attention_weights if isinstance(options.attention_weights, str) else None
+            keras_model = with_attention_output(keras_model, name)
+        except ValueError as exc:
+            raise UnsupportedModelError(str(exc)) from None
+
+    problems = recurrent.unsupported(keras_model)
+    if problems:
+        message, details = _listed("cannot export", problems)
+        raise UnsupportedModelError(
+            message, hint="see the README's table of supported layers; nothing was written", details=details
+        )
+    # Each layer's output is converted as an extra output, so that the graph says which tensor holds it; the
+    # extra outputs are dropped again after the clean-up (``edgeattn.layer_outputs`` keeps the names).
+    probes = [name for name, _ in kerasmodel.layer_outputs(keras_model)] if options.layer_outputs else []
+    converted = kerasmodel.with_layer_outputs(keras_model, probes) if probes else keras_model
+    stand_in, directions = recurrent.stand_in(converted)
+    say("converting with tf2onnx")
+    proto = convert(stand_in, options.opset, like=keras_model)
+    recurrent.swap_nodes(proto, directions)
+    before = len(proto.graph.node)
+    count = len(keras_model.outputs)
+    output_names = _name_outputs(proto, options.attention_weights, count)
+    graph.drop_zero_initial_states(proto)
+    graph.last_step_from_final_state(proto)
+    proto = graph.optimize_basic(proto)
+    layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
+    del proto.graph.output[count:]
+    graph.prune_dead(proto)
+    _speed_rewrites(proto, kerasmodel.vocab_size(keras_model), _time_steps(keras_model))
+    produced = {o for node in proto.graph.node for o in node.output}
+    layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
+    graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))
+
+    _check_structure(proto, count_recurrent_layers(keras_model), output_names)
+
+    specs = verify.input_specs(proto)
+    reference = functools.partial(kerasmodel.keras_outputs, keras_model)
+    cases = verify.make_cases(
+        specs,
+        vocab=kerasmodel.vocab_size(keras_model),
+        trained_length=_time_steps(keras_model),
+        probe=reference,  # unequal lengths per input where Keras takes them
+    )
+    say(f"checking parity with Keras on {verify.describe(cases)}")
+    parity = verify.compare(
+        reference,
+        onnxfile.open_session(proto, ["cpu"]),
+        cases,
+        atol=options.atol,
+        rtol=options.rtol,
+    )
+    if not parity:
+        raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
+
+    import keras
+
+    keras_facts = {
+        "edgeattn.keras_version": keras.__version__,
+        **({"edgeattn.attention_layer": _attention_layer(keras_model)} if options.attention_weights else {}),
+        SOURCE_FORMAT_KEY: loaded.source.path_taken,
+        LAYER_OUTPUTS_KEY: json.dumps(layer_map),
+    }
+    _stamp(
+        proto,
+        loaded.source.path,
+        loaded.source.sha256,
+        out,
+        reference,
+        options,
+        parity,
+        cases if options.golden else None,
+        keras_facts,
+    )
+    if text is not None:  # what turns a string into the token ids, checked against Keras on test strings
+        proto.metadata_props.add(key=textmodel.TEXT_KEY, value=textmodel.spec_json(text))
+    return _write(proto, out, options, cases, say, parity, start, before)
+
+
+def _write(
+    proto: onnx.ModelProto, out: Path, options: ExportOptions, cases, say, parity, start: float, before: int
+) -> ExportResult:
+    """Write the checked, stamped model (and, for ``.ort``, its operator config) atomically; ``start``: when the
+    export began, ``before``: the node count before the clean-up."""
+    data = proto.SerializeToString()
+    ort_max_abs = operators = None
+    if out.suffix.lower() == ".ort":
+        say("saving in ORT format")
+        data, operators = ortformat.to_ort(proto, out.stem)
+        ort_max_abs = _same_outputs(proto, data, cases)
+    write_atomic(out, data, force=options.force)
+    if operators is not None:  # after the model: a run killed in between leaves a complete model
+        write_atomic(ortformat.config_path(out), operators.encode(), force=options.force)
+    return ExportResult(
+        path=out,
+        size_bytes=len(data),
+        summary=graph.summarize(proto),
+        parity=parity,
+        seconds=time.perf_counter() - start,
+        dropped_nodes=before - len(proto.graph.node),
+        ort_max_abs=ort_max_abs,
+    )
+
+
+def _same_outputs(proto: onnx.ModelProto, ort_bytes: bytes, cases) -> float:
+    """Largest difference between the ONNX model and its ORT-format twin on the parity cases."""
+    onnx_session = onnxfile.open_session(proto, ["cpu"])
+    ort_session = onnxfile.open_session(ort_bytes, ["cpu"])
+    worst = 0.0
+    for case in cases:
+        for a, b in zip(onnx_session.run(None, case.feed), ort_session.run(None, case.feed)):
+            worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0)))
+    if worst > 1e-6:
+        raise CheckFailedError(f"the ORT-format model differs from the ONNX model by {worst:.3g}")
+    return worst
+
+
+def count_recurrent_layers(keras_model) -> int:
+    """How many fused recurrent nodes the export must hold (a Bidirectional counts once: one node)."""
+    import keras
+
+    recurrent = (keras.layers.RNN, keras.layers.Bidirectional)
+    return sum(1 for layer in kerasmodel.walk_layers(keras_model) if isinstance(layer, recurrent))
+
+
+def _time_free(keras_model) -> bool:
+    return any(len(t.shape) >= 2 and t.shape[1] is None for t in keras_model.inputs)
+
+
+def _time_steps(keras_model) -> int | None:
+    shape = keras_model.inputs[0].shape
+    return shape[1] if len(shape) >= 2 and isinstance(shape[1], int) else None
+
+
+def _attention_layer(keras_model) -> str:
+    """The name of the layer whose weights ``with_attention_output`` made the last output."""
+    history = keras_model.outputs[-1]._keras_history
+    return history.operation.name
+
+
+# -- SavedModel folders without a Keras config: the serving signature's graph (edgeattn.convert.tfgraph) ---------
+
+
+def _export_graph_folder(src, out: Path, options, say, start: float):
+    """``edgeattn.convert.export.export`` for a graph SavedModel folder: scan, load, convert, then the same clean-up,
+    structure check, parity (against the signature run by TensorFlow), metadata and atomic write."""
+    from edgeattn.convert.savedmodel import SAVED_MODEL
+    from edgeattn.convert.tfgraph import check_folder, load
+    from edgeattn.core import files
+
+    src = Path(src)
+    if options.attention_weights:
+        raise UnsupportedModelError(
+            f"{src} has no Keras layers: --attention-weights cannot find an attention layer in it",
+            hint="export it without --attention-weights; a signature output that holds the weights is kept",
+        )
+    # --custom-layers is not needed here (the graph holds the layers' computation) and is not imported
+    with files.private_copy(src) as copy:
+        say(f"reading {src.name}/{SAVED_MODEL} as data (its ops are checked before TensorFlow loads it)")
+        found = check_folder(copy, unsafe=options.unsafe, shown=src)
+        say(f"loading the SavedModel with TensorFlow (signature {found['signature']!r})")
+        source = load(copy, found, shown=src)
+        digest = files.sha256_of(copy)  # of what was checked and loaded
+        say("converting the signature with tf2onnx")
+        proto, order = convert_signature(source, options.opset)
+    before = len(proto.graph.node)
+    count = len(proto.graph.output)
+    output_names = _name_outputs(proto, False, count)
+    graph.drop_zero_initial_states(proto)
+    graph.last_step_from_final_state(proto)
+    proto = graph.optimize_basic(proto)
+    graph.prune_dead(proto)
+    _speed_rewrites(proto, None, source.time_steps)
+    graph.name_dynamic_axes(proto, time_free=source.time_free)
+
+    _check_structure(proto, found["loops"] or None, output_names)
+
+    cases = verify.make_cases(
+        verify.input_specs(proto), trained_length=source.time_steps, probe=source.reference(order)
+    )
+    say(f"checking parity with the SavedModel's signature on {verify.describe(cases)}")
+    parity = verify.compare(
+        source.reference(order),
+        onnxfile.open_session(proto, ["cpu"]),
+        cases,
+        atol=options.atol,
+        rtol=options.rtol,
+    )
+    if not parity:
+        raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
+
+    from edgeattn.convert.tfgraph import SIGNATURE_KEY, SOURCE_FORMAT
+    from edgeattn.graphs.onnxfile import SIGNATURE_OUTPUTS_KEY
+
+    _stamp(
+        proto,
+        src,
+        digest,
+        out,
+        source.reference(order),
+        options,
+        parity,
+        cases if options.golden else None,
+        {
+            SOURCE_FORMAT_KEY: SOURCE_FORMAT,
+            "edgeattn.source_tensorflow_version": source.scan.get("saved_by") or "unknown",
+            SIGNATURE_KEY: source.signature_name,
+            SIGNATURE_OUTPUTS_KEY: json.dumps(order),
+        },
+    )
+    return _write(proto, out, options, cases, say, parity, start, before)
