@@ -1,7 +1,7 @@
-"""Benchmark the shipped model and the transformer fixtures every way they run; write the tables the README shows.
+"""Benchmark the shipped model and the fixtures every way they run; write the tables docs/speed.md shows.
 
     .venv/bin/pip install '.[litert]'     # ai-edge-litert, for the LiteRT rows (else TensorFlow's interpreter)
-    .venv/bin/python scripts/benchmark.py [--seconds 2] [--threads 1] [--output docs/benchmark.md] [--no-readme]
+    .venv/bin/python scripts/benchmark.py [--seconds 2] [--threads 1] [--output docs/benchmark.md] [--no-page]
 
 Seed model (models/seed.onnx), batch 1 and 256: the floor (the bare fused LSTM node, fed what reaches it), the
 edgeattn Predictor, the same file through a bare InferenceSession.run, the straight tf2onnx export (no edgeattn
@@ -17,7 +17,8 @@ tf.function, batch 1 and 256.
 
 Every contender runs with the same thread count (TensorFlow and LiteRT in a child process that sets it before
 TensorFlow starts); each table says the count in effect per contender. Writes --output (default
-docs/benchmark.md) and, unless --no-readme, replaces the text between the benchmark markers in README.md.
+docs/benchmark.md) and, unless --no-page, replaces the text between the benchmark markers in docs/speed.md (the
+README's headline figures are copied from there by hand).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batches", default="1,256", help="batch sizes, comma-separated")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmark.md")
-    parser.add_argument("--no-readme", action="store_true", help="write --output only")
+    parser.add_argument("--no-page", action="store_true", help="write --output only, not docs/speed.md")
     parser.add_argument("--only", choices=["seed", "transformers", "recurrent"], help="one part only")
     args = parser.parse_args()
     batches = tuple(int(b) for b in args.batches.split(","))
@@ -75,20 +76,21 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)
-    if not args.no_readme:
-        readme = (ROOT / "README.md").read_text()
-        if START in readme and END in readme:
-            head, rest = readme.split(START, 1)
+    if not args.no_page:
+        page = ROOT / "docs" / "speed.md"
+        text_now = page.read_text()
+        if START in text_now and END in text_now:
+            head, rest = text_now.split(START, 1)
             _, tail = rest.split(END, 1)
-            (ROOT / "README.md").write_text(f"{head}{START}\n{text}{END}{tail}")
-            say("README.md: benchmark tables replaced")
+            page.write_text(f"{head}{START}\n{text}{END}{tail}")
+            say("docs/speed.md: benchmark tables replaced")
 
 
 def _straight(keras_model, path: Path) -> int:
     """The straight tf2onnx export (no edgeattn clean-up); returns its node count."""
     import onnx
 
-    from edgeattn import export
+    from edgeattn.convert import export
 
     proto = export.convert(keras_model)
     onnx.save(proto, path)
@@ -98,8 +100,8 @@ def _straight(keras_model, path: Path) -> int:
 def seed_section(tmp: Path, args, batches, say) -> str:
     import onnx
 
-    from edgeattn import bench, quantize
-    from edgeattn.loading import load_model
+    from edgeattn.convert.loading import load_model
+    from edgeattn.deploy import bench, quantize
     from edgeattn.runtime import Predictor
 
     keras_file, onnx_file = MODELS / "seed.keras", MODELS / "seed.onnx"
@@ -220,7 +222,7 @@ TRANSFORMER_INTRO = (
     "form) and the Keras 2 fixtures, exported with edgeattn. No recurrent node, so no floor: the x columns are "
     "ratios to edgeattn's Predictor, to the Keras model under tf.function and to LiteRT with XNNPACK, same "
     "inputs. `Predictor, fuse_for_runtime=False` runs the stored standard graph without onnxruntime's own fused "
-    "kernels (edgeattn.ortfusion).",
+    "kernels (edgeattn.graphs.ortfusion).",
 )
 RECURRENT_INTRO = (
     "### Recurrent models with attention (Keras 2 files)",
@@ -232,9 +234,9 @@ RECURRENT_INTRO = (
 def fixture_section(tmp: Path, args, batches, say, intro: tuple[str, str], fixtures: dict) -> str:
     import onnx
 
-    from edgeattn import bench
-    from edgeattn.export import ExportOptions, export
-    from edgeattn.loading import load_model
+    from edgeattn.convert.export import ExportOptions, export
+    from edgeattn.convert.loading import load_model
+    from edgeattn.deploy import bench
     from edgeattn.runtime import Predictor
 
     title, text = intro

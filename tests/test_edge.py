@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 from conftest import MODELS, run_cli
 
-from edgeattn import graph
-from edgeattn.errors import CheckFailedError
-from edgeattn.quantize import quantize
+from edgeattn.core.errors import CheckFailedError
+from edgeattn.deploy.quantize import quantize
+from edgeattn.graphs import graph
 from edgeattn.runtime import Predictor
 
 SEED_ONNX = MODELS / "seed.onnx"
@@ -54,7 +54,7 @@ def _keras_golden():
 
 def _assert_ratios_are_round_by_round(rows) -> None:
     """Every ratio a bench row reports, recomputed here from the rows' own per-round p50s."""
-    from edgeattn import bench
+    from edgeattn.deploy import bench
 
     by_name = {(r["name"], r["batch"]): r for r in rows}
     checked = 0
@@ -141,8 +141,8 @@ def test_bench_cli_reports_the_floor_and_the_predictor(tmp_path):
 
 
 def test_the_floor_is_the_bare_node_fed_what_reaches_it():
-    from edgeattn import bench
-    from edgeattn.onnxfile import load_onnx
+    from edgeattn.deploy import bench
+    from edgeattn.graphs.onnxfile import load_onnx
 
     proto = load_onnx(SEED_ONNX)
     floor_model, sources = bench.floor_model(proto)
@@ -182,7 +182,7 @@ def test_bench_against_keras_and_litert_in_a_child_with_the_threads_set(tmp_path
 
 
 def test_bench_on_a_quantized_file_measures_against_the_float_floor(tmp_path):
-    from edgeattn import bench
+    from edgeattn.deploy import bench
 
     out = tmp_path / "seed.int8.onnx"
     quantize(SEED_ONNX, out, "int8")
@@ -199,7 +199,7 @@ def test_bench_on_a_quantized_file_measures_against_the_float_floor(tmp_path):
 
 
 def bench_rounds() -> int:
-    from edgeattn import bench
+    from edgeattn.deploy import bench
 
     return bench.ROUNDS
 
@@ -271,7 +271,7 @@ def test_the_benchmark_script_writes_its_table(tmp_path):
     out = tmp_path / "benchmark.md"
     done = subprocess.run(
         [sys.executable, ROOT / "scripts" / "benchmark.py", "--seconds", "0.1", "--batches", "1,4",
-         "--only", "seed", "--no-readme", "--output", out],
+         "--only", "seed", "--no-page", "--output", out],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
