@@ -34,9 +34,7 @@ import pytest
 from conftest import ROOT, need
 
 # The pages: the README and docs/*.md.
-PAGES = [ROOT / "README.md"] + sorted(
-    (ROOT / "docs").glob("*.md")
-)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # What a page's working folder holds (copied from the repository), so that its commands run as from the root.
 PROVIDED = ("models", "tests/fixtures", "docs/find-max-8.npy", "examples")
 MARKER = "<!-- runnable -->"
