@@ -308,8 +308,9 @@ FOLD_QDQ_WEIGHTS = "session.disable_quant_qdq"
 # onnxruntime CPU fusions measured slower than the ops they replace at batch 256, one thread, edge fixtures:
 # SkipLayerNormalization 9-18% (at most 5% faster at batch 1), BiasGelu 1-6% (Gelu alone: 4-8% faster).
 SLOWER_FUSIONS = ["BiasGeluFusion", "SkipLayerNormFusion"]
-# A node's op_type as protobuf writes it: a model without an Erf or a Split has nothing for_runtime fuses.
-_FUSION_MARKERS = (b"\x22\x03Erf", b"\x22\x05Split")
+# A node's op_type as protobuf writes it: what for_runtime fuses sits in transformers, which hold an Erf (GELU),
+# a Split (a packed attention) or a LayerNormalization; a model with none of them does not even import onnx.
+_FUSION_MARKERS = (b"\x22\x03Erf", b"\x22\x05Split", b"\x22\x12LayerNormalization")
 
 
 def session_options(threads: int | None = None, fold_weights: bool = True,
@@ -339,8 +340,8 @@ def session_options(threads: int | None = None, fold_weights: bool = True,
 
 def for_runtime(data: bytes) -> bytes:
     """The model's bytes with onnxruntime's CPU kernels in place of standard subgraphs, in memory only
-    (``edgeattn.graphs.ortfusion``: one ``Attention`` kernel per packed self-attention, GELU in the form onnxruntime
-    fuses). ``data`` itself when nothing applies, for ``.ort`` bytes, or when ``edgeattn.graphs.ortfusion`` or
+    (``edgeattn.graphs.ortfusion``: one ``Attention`` kernel per packed self-attention, each Dense over a
+    sequence as one Gemm with its bias and activation, GELU in the form onnxruntime fuses). ``data`` itself when nothing applies, for ``.ort`` bytes, or when ``edgeattn.graphs.ortfusion`` or
     ``onnx``, which it needs, is missing (a copy of this file alone runs the stored graph)."""
     if data[4:8] == b"ORTM" or not any(marker in data for marker in _FUSION_MARKERS):
         return data  # nothing to fuse: onnx is not even imported
@@ -355,8 +356,15 @@ def make_session(source, options, providers: list[str], fuse_for_runtime: bool) 
     """An InferenceSession on ``source`` (bytes or a path), fused as ``Predictor`` says for a CPU-only session."""
     fuse = fuse_for_runtime and providers == ["CPUExecutionProvider"]
     extra = {"disabled_optimizers": SLOWER_FUSIONS} if fuse else {}
-    return ort.InferenceSession(for_runtime(source) if fuse and isinstance(source, bytes) else source, options,
-                                providers=providers, **extra)  # fmt: skip
+    fused = for_runtime(source) if fuse and isinstance(source, bytes) else source
+    try:
+        return ort.InferenceSession(fused, options, providers=providers, **extra)
+    except (
+        Exception
+    ):  # onnxruntime's own kinds; a rewrite it refuses must not cost the model: run it as stored
+        if fused is source:
+            raise
+    return ort.InferenceSession(source, options, providers=providers, **extra)
 
 
 class Predictor:

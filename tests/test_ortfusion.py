@@ -14,8 +14,10 @@ import onnxruntime as ort
 import pytest
 from conftest import ROOT
 
+from edgeattn import runtime
 from edgeattn.convert.export import export
 from edgeattn.graphs import ortfusion
+from edgeattn.runtime import Predictor
 
 EDGE = ROOT / "tests" / "fixtures" / "edge"
 
@@ -46,7 +48,9 @@ def test_the_packed_attention_becomes_one_attention_kernel_with_the_same_outputs
     (want,) = _session(data).run(None, {"x": x})
     (got,) = _session(fused).run(None, {"x": x})
     assert np.abs(got - want).max() < 1e-5
-    assert onnx.load(block_onnx).graph.node == onnx.load_from_string(data).graph.node  # the file is untouched
+    before = block_onnx.read_bytes()
+    Predictor(block_onnx, threads=1).predict(x)
+    assert block_onnx.read_bytes() == before  # the rewrite is in memory: the file is untouched
 
 
 def test_an_intermediate_read_outside_the_pattern_keeps_the_attention_standard(block_onnx):
@@ -111,3 +115,27 @@ def test_a_dense_over_time_runs_as_one_gemm_with_its_bias_and_activation(time):
         (want,) = _session(data).run(None, {"x": x})
         (got,) = _session(fused).run(None, {"x": x})
         assert got.shape == want.shape and np.abs(got - want).max() < 1e-5
+
+
+def test_the_predictor_takes_the_dense_rewrite_and_a_low_opset_keeps_the_stored_graph(tmp_path):
+    """Through the Predictor (runtime.for_runtime), not only ortfusion.for_cpu; at opset 13 the rewrite, which
+    needs Shape(start, end) from opset 15, is not made and the model still loads."""
+    from onnx import helper, numpy_helper
+
+    for opset, gemms in ((17, 2), (13, 0)):
+        model = onnx.load_from_string(_dense_model("time"))
+        model.opset_import[0].version = opset
+        if opset >= 17:  # a LayerNormalization, a transformer's op: the Predictor's cue that there is work
+            model.graph.node.append(helper.make_node("LayerNormalization", ["y", "g", "b"], ["z"], axis=-1))
+            model.graph.initializer.extend([numpy_helper.from_array(np.ones(3, np.float32), n) for n in "gb"])
+            model.graph.output[0].name = "z"
+        data = model.SerializeToString()
+        fused = runtime.for_runtime(data) if opset >= 17 else ortfusion.for_cpu(data)
+        ops = [n.op_type for n in onnx.load_from_string(fused).graph.node]
+        assert ops.count("Gemm") == gemms, (opset, ops)
+        _session(fused)  # loads
+        path = tmp_path / f"d{opset}.onnx"
+        path.write_bytes(data)
+        x = np.random.default_rng(opset).normal(size=(2, 5, 4)).astype(np.float32)
+        (want,) = _session(data).run(None, {"x": x})
+        assert np.abs(Predictor(path, threads=1).predict(x) - want).max() < 1e-5

@@ -158,7 +158,7 @@ def export(
     say(f"checking parity with Keras on {verify.describe(cases)}")
     parity = verify.compare(
         reference,
-        onnxfile.open_session(proto, ["cpu"]),
+        onnxfile.open_session(proto, ["cpu"], fuse_for_runtime=False),  # the graph the file holds
         cases,
         atol=options.atol,
         rtol=options.rtol,
@@ -294,7 +294,7 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
     say(f"checking parity with the SavedModel's signature on {verify.describe(cases)}")
     parity = verify.compare(
         source.reference(order),
-        onnxfile.open_session(proto, ["cpu"]),
+        onnxfile.open_session(proto, ["cpu"], fuse_for_runtime=False),  # the graph the file holds
         cases,
         atol=options.atol,
         rtol=options.rtol,

@@ -22,11 +22,7 @@ import os
 from dataclasses import dataclass
 
 from edgeattn.convert import legacy, params, savedmodel  # noqa: F401 - savedmodel: as loading.savedmodel
-from edgeattn.convert.configcheck import (  # noqa: F401 - the names that loading's callers have always found here
-    EDGEATTN_LAYERS,
-    KERAS_LAYERS,
-    KNOWN_OBJECTS,
-    LAYER_REGISTRY,
+from edgeattn.convert.configcheck import (
     check_config,
 )
 from edgeattn.convert.inputspec import InputShape, build_inputs, parse_input_spec  # noqa: F401

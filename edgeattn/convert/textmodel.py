@@ -21,8 +21,6 @@ import numpy as np
 
 from edgeattn import runtime
 from edgeattn.convert.textdata import (  # noqa: F401 - the names that textmodel's callers have always found here
-    FIXED_TEXTS,
-    STRING_SETTINGS,
     config_problem,
     describe_spec,
     probe_texts,

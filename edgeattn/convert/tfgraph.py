@@ -28,12 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeattn.convert import savedmodel
-from edgeattn.convert.safeops import ALLOWED_OPS, TOP_LEVEL, Refusal, reason  # noqa: F401 - as before the split
 from edgeattn.convert.tfgraphscan import (  # noqa: F401 - the scan, still found here (sandbox_child, tests)
-    MAX_PROTO_BYTES,
-    SERVING,
     check_folder,
-    pick_signature,
     read_saved_model,
     scan,
 )

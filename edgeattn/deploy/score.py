@@ -29,18 +29,13 @@ from edgeattn.core import defaults
 from edgeattn.core.errors import CheckFailedError, InputError, first_line, require
 from edgeattn.core.files import check_writable_folder, sha256_of, staged_folder
 
-# The data files' side; its public names importable from here as before.
-from edgeattn.deploy.scoredata import (  # noqa: F401
-    DEFAULT_MAX_DATA_MB,
-    MAX_DATA_MB_VARIABLE,
-    PYARROW_FIXED,
-    SUFFIXES,
+# The data files' side (edgeattn.deploy.scoredata), used here.
+from edgeattn.deploy.scoredata import (
     _groups,
     _to_arrow,
     check_file,
     check_pyarrow,
     expand,
-    max_data_mb,
 )
 from edgeattn.runtime import ATTENTION_OUTPUT, Predictor
 

@@ -23,7 +23,6 @@ from edgeattn.graphs.facts import (  # noqa: F401
     INTEGER_TYPES,
     LOOP_OPS,
     RECURRENT_OPS,
-    STANDARD_DOMAINS,
     GraphSummary,
     _all_nodes,
     _initializer_names,

@@ -124,7 +124,7 @@ def tensor_values(model: onnx.ModelProto, names, feeds: list[dict]) -> list[dict
     run once per feed with them as extra outputs."""
     from edgeattn.graphs.graph import with_outputs
 
-    session = open_session(with_outputs(model, names, keep=False), ["cpu"], threads=1)
+    session = open_session(with_outputs(model, names, keep=False), ["cpu"], threads=1, fuse_for_runtime=False)
     output_names = [o.name for o in session.get_outputs()]
     return [{**dict(zip(output_names, session.run(None, feed))), **feed} for feed in feeds]
 
@@ -135,7 +135,7 @@ def output_difference(first: onnx.ModelProto, second: onnx.ModelProto, feeds: li
     changed nothing but the speed."""
     import numpy as np
 
-    a, b = (open_session(m, ["cpu"], threads=1) for m in (first, second))
+    a, b = (open_session(m, ["cpu"], threads=1, fuse_for_runtime=False) for m in (first, second))
     worst = 0.0
     for feed in feeds:
         for x, y in zip(a.run(None, feed), b.run(None, feed)):

@@ -7,7 +7,7 @@ stays as it is (``Predictor(path, fuse_for_runtime=False)`` runs the stored grap
 
 What it does, each measured faster on the transformer fixtures (batch 1 and 256, one thread):
 
-- A packed self-attention (what edgeattn writes for Keras' ``MultiHeadAttention``, see ``edgeattn.mha``:
+- A packed self-attention (what edgeattn writes for Keras' ``MultiHeadAttention``, see ``edgeattn.convert.standins``:
   one ``MatMul`` and bias ``Add`` for the query, key and value, a head split, ``Split``, the two products
   around ``Softmax``, a head merge) becomes one ``com.microsoft.Attention`` node, which projects, scales,
   splits heads, attends and merges heads in one kernel. Matched node by node, with every intermediate used
@@ -123,6 +123,8 @@ def dense_as_gemm(model, shapes: dict[str, list]) -> int:
     for n in g.node:
         for i in n.input:
             readers.setdefault(i, []).append(n)
+    if max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0) < 15:
+        return 0  # Shape(start, end), which a free time axis needs here, came with opset 15
     leading: dict[tuple, str | None] = {}
     for (
         i
