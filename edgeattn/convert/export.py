@@ -156,15 +156,7 @@ def export(
         probe=reference,  # unequal lengths per input where Keras takes them
     )
     say(f"checking parity with Keras on {verify.describe(cases)}")
-    parity = verify.compare(
-        reference,
-        onnxfile.open_session(proto, ["cpu"], fuse_for_runtime=False),  # the graph the file holds
-        cases,
-        atol=options.atol,
-        rtol=options.rtol,
-    )
-    if not parity:
-        raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
+    parity = _checked_parity(reference, proto, cases, options)
 
     import keras
 
@@ -188,6 +180,21 @@ def export(
     if text is not None:  # what turns a string into the token ids, checked against Keras on test strings
         proto.metadata_props.add(key=textmodel.TEXT_KEY, value=textmodel.spec_json(text))
     return _write(proto, out, options, cases, say, parity, start, before)
+
+
+def _checked_parity(reference, proto: onnx.ModelProto, cases, options: ExportOptions):
+    """Parity of the graph the file holds (standard ops, not the Predictor's in-memory fusion) with
+    ``reference`` on ``cases``; a failure raises, and nothing is written."""
+    parity = verify.compare(
+        reference,
+        onnxfile.open_session(proto, ["cpu"], fuse_for_runtime=False),
+        cases,
+        atol=options.atol,
+        rtol=options.rtol,
+    )
+    if not parity:
+        raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
+    return parity
 
 
 def _write(
@@ -292,15 +299,7 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
         verify.input_specs(proto), trained_length=source.time_steps, probe=source.reference(order)
     )
     say(f"checking parity with the SavedModel's signature on {verify.describe(cases)}")
-    parity = verify.compare(
-        source.reference(order),
-        onnxfile.open_session(proto, ["cpu"], fuse_for_runtime=False),  # the graph the file holds
-        cases,
-        atol=options.atol,
-        rtol=options.rtol,
-    )
-    if not parity:
-        raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
+    parity = _checked_parity(source.reference(order), proto, cases, options)
 
     from edgeattn.convert.tfgraph import SIGNATURE_KEY, SOURCE_FORMAT
     from edgeattn.graphs.onnxfile import SIGNATURE_OUTPUTS_KEY
