@@ -120,6 +120,20 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
 @atol_option("Parity tolerance: the max abs error every tensor may have, plus --rtol times its scale.")
 @rtol_option
 @click.option("--no-golden", is_flag=True, help="Do not store the reference inputs/outputs in the model.")
+@click.option(
+    "--streaming",
+    is_flag=True,
+    help="Write the step model: one time step and the carried state in, that step's outputs and the new state "
+    "out (inputs and outputs named after their layers: lstm/h, lstm/h_next). Only for causal models: "
+    "LSTM/GRU/SimpleRNN, Dense per step, Conv1D(padding='causal'), attention called with use_causal_mask=True.",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(2, 1_000_000),
+    default=256,
+    show_default=True,
+    help="With --streaming: the most steps a causal attention keeps in its key/value cache.",
+)
 @force_option
 @custom_layers_option
 @input_spec_option
@@ -133,6 +147,8 @@ def export(
     atol: float,
     rtol: float,
     no_golden: bool,
+    streaming: bool,
+    max_steps: int,
     force: bool,
     custom_layers: tuple[str, ...],
     input_specs: tuple[str, ...],
@@ -147,6 +163,9 @@ def export(
     node, keep the batch axis dynamic, and match Keras within --atol + --rtol * scale (each output's largest
     |keras| value) on seeded inputs (batches 1, 7, 64).
     Otherwise nothing is written and the exit code is 1.
+    A model with stateful=True layers, and the step model (--streaming), are checked as streams instead:
+    seeded sequences fed one step (a stateful model: one chunk) at a time from zero state, against Keras on
+    the whole sequence at every step.
     Example:
       edgeattn export model.keras -o model.onnx
       edgeattn export model.keras -o model.onnx --attention-weights --force
@@ -155,6 +174,7 @@ def export(
       edgeattn export model.h5 -o model.onnx --attention-weights=mha        # one of several attention layers
       edgeattn export my_model/ -o model.onnx     # a SavedModel folder (saved_model.pb, variables/)
       edgeattn export sub.h5 -o model.onnx --custom-layers my_model.py --input-spec "x:float32[batch,10,1]"
+      edgeattn export causal.keras -o step.onnx --streaming   # one time step a run, the state carried
     """
     quiet_tensorflow()
     from edgeattn.convert.export import ExportOptions
@@ -171,6 +191,8 @@ def export(
         custom_layers=custom_layers,
         input_specs=input_specs,
         max_params=max_params,
+        streaming=streaming,
+        max_steps=max_steps,
     )
     result = run_export(src, output, options, progress=stage_progress())
     s = result.summary
@@ -182,6 +204,11 @@ def export(
         emit(f"  input   {name} {format_shape(shape)} {dtype}")
     for name, shape, dtype in s.outputs:
         emit(f"  output  {name} {format_shape(shape)} {dtype}")
+    if result.stream:
+        states = result.stream["states"]
+        shown = ", ".join(s["input"] for s in states[:6]) + (", ..." if len(states) > 6 else "")
+        how = "one time step a run" if result.stream["kind"] == "step" else "a chunk of steps a run"
+        emit(f"  stream  {result.stream['kind']} model ({how}), {len(states)} states carried: {shown}")
     emit(
         f"  parity  max abs error {result.parity.max_abs:.2e} over {result.parity.inputs} "
         f"(atol {atol:g} + rtol {rtol:g} * each tensor's scale): pass"

@@ -17,10 +17,8 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from edgeattn.convert import kerasmodel, recurrent, verify
@@ -31,53 +29,26 @@ from edgeattn.convert.cleanup import (  # noqa: F401 - PREDICTION_OUTPUT: still 
     _name_outputs,
     _speed_rewrites,
 )
+from edgeattn.convert.kerasmodel import count_recurrent_layers, time_free, time_steps
 from edgeattn.convert.provenance import GOLDEN_SAMPLES, _stamp  # noqa: F401 - GOLDEN_SAMPLES: as before
 from edgeattn.convert.tfconvert import (  # noqa: F401 - export.convert (scripts/benchmark.py), upgraded: as before
     convert,
     convert_signature,
     upgraded,
 )
-from edgeattn.core import defaults
+from edgeattn.convert.written import DEFAULT_OPSET, ExportOptions, ExportResult, write  # noqa: F401 - as before
 from edgeattn.core.errors import CheckFailedError, InputError, UnsupportedModelError
-from edgeattn.core.files import check_writable, write_atomic
+from edgeattn.core.files import check_writable
 from edgeattn.graphs import graph, onnxfile, ortformat
 
 LAYER_OUTPUTS_KEY = onnxfile.LAYER_OUTPUTS_KEY
 SOURCE_FORMAT_KEY = onnxfile.SOURCE_FORMAT_KEY
-DEFAULT_OPSET = defaults.OPSET
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    opset: int = DEFAULT_OPSET
-    # True: the model's one attention layer; a name: that layer (for models with several).
-    attention_weights: bool | str = False
-    force: bool = False
-    unsafe: bool = False
-    atol: float = verify.DEFAULT_ATOL
-    rtol: float = verify.DEFAULT_RTOL  # times each tensor's scale (its largest |Keras| value), added to atol
-    golden: bool = True
-    custom_layers: tuple[str, ...] = ()  # the user's layer code: .py files or module names
-    input_specs: tuple = ()  # for a model that records no inputs: "x:float32[batch,10,1]" strings
-    max_params: int = defaults.MAX_PARAMS  # refuse a config that implies more (before Keras builds it)
-    layer_outputs: bool = True  # record which ONNX tensor holds each Keras layer's output (verify per layer)
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    size_bytes: int
-    summary: graph.GraphSummary
-    parity: verify.ParityReport
-    seconds: float
-    dropped_nodes: int
-    ort_max_abs: float | None = None  # ORT format only: largest difference from the ONNX model
 
 
 def export(
     src: str | os.PathLike,
     out: str | os.PathLike,
-    options: ExportOptions = ExportOptions(),
+    options: ExportOptions = ExportOptions(),  # noqa: B008 - frozen, so one shared default is safe
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export the Keras model in ``src`` to the ONNX file ``out``; ``progress`` hears each stage's name."""
@@ -117,6 +88,12 @@ def export(
         except ValueError as exc:
             raise UnsupportedModelError(str(exc)) from None
 
+    from edgeattn.convert import streamexport, streaming
+
+    if options.streaming or streaming.stateful_layers(keras_model):
+        if text is not None:
+            raise UnsupportedModelError("a text model (TextVectorization) cannot be streamed")
+        return streamexport.export_stream(loaded, keras_model, out, options, say, start)
     problems = recurrent.unsupported(keras_model)
     if problems:
         message, details = _listed("cannot export", problems)
@@ -140,10 +117,10 @@ def export(
     layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
     del proto.graph.output[count:]
     graph.prune_dead(proto)
-    _speed_rewrites(proto, kerasmodel.vocab_size(keras_model), _time_steps(keras_model))
+    _speed_rewrites(proto, kerasmodel.vocab_size(keras_model), time_steps(keras_model))
     produced = {o for node in proto.graph.node for o in node.output}
     layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
-    graph.name_dynamic_axes(proto, time_free=_time_free(keras_model))
+    graph.name_dynamic_axes(proto, time_free=time_free(keras_model))
 
     _check_structure(proto, count_recurrent_layers(keras_model), output_names)
 
@@ -152,7 +129,7 @@ def export(
     cases = verify.make_cases(
         specs,
         vocab=kerasmodel.vocab_size(keras_model),
-        trained_length=_time_steps(keras_model),
+        trained_length=time_steps(keras_model),
         probe=reference,  # unequal lengths per input where Keras takes them
     )
     say(f"checking parity with Keras on {verify.describe(cases)}")
@@ -179,7 +156,7 @@ def export(
     )
     if text is not None:  # what turns a string into the token ids, checked against Keras on test strings
         proto.metadata_props.add(key=textmodel.TEXT_KEY, value=textmodel.spec_json(text))
-    return _write(proto, out, options, cases, say, parity, start, before)
+    return write(proto, out, options, cases, say, parity, start, before)
 
 
 def _checked_parity(reference, proto: onnx.ModelProto, cases, options: ExportOptions):
@@ -195,61 +172,6 @@ def _checked_parity(reference, proto: onnx.ModelProto, cases, options: ExportOpt
     if not parity:
         raise CheckFailedError(f"parity check failed: {parity.failures()[0]}", hint="nothing was written")
     return parity
-
-
-def _write(
-    proto: onnx.ModelProto, out: Path, options: ExportOptions, cases, say, parity, start: float, before: int
-) -> ExportResult:
-    """Write the checked, stamped model (and, for ``.ort``, its operator config) atomically; ``start``: when the
-    export began, ``before``: the node count before the clean-up."""
-    data = proto.SerializeToString()
-    ort_max_abs = operators = None
-    if out.suffix.lower() == ".ort":
-        say("saving in ORT format")
-        data, operators = ortformat.to_ort(proto, out.stem)
-        ort_max_abs = _same_outputs(proto, data, cases)
-    write_atomic(out, data, force=options.force)
-    if operators is not None:  # after the model: a run killed in between leaves a complete model
-        write_atomic(ortformat.config_path(out), operators.encode(), force=options.force)
-    return ExportResult(
-        path=out,
-        size_bytes=len(data),
-        summary=graph.summarize(proto),
-        parity=parity,
-        seconds=time.perf_counter() - start,
-        dropped_nodes=before - len(proto.graph.node),
-        ort_max_abs=ort_max_abs,
-    )
-
-
-def _same_outputs(proto: onnx.ModelProto, ort_bytes: bytes, cases) -> float:
-    """Largest difference between the ONNX model and its ORT-format twin on the parity cases."""
-    onnx_session = onnxfile.open_session(proto, ["cpu"])
-    ort_session = onnxfile.open_session(ort_bytes, ["cpu"])
-    worst = 0.0
-    for case in cases:
-        for a, b in zip(onnx_session.run(None, case.feed), ort_session.run(None, case.feed)):
-            worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0)))
-    if worst > 1e-6:
-        raise CheckFailedError(f"the ORT-format model differs from the ONNX model by {worst:.3g}")
-    return worst
-
-
-def count_recurrent_layers(keras_model) -> int:
-    """How many fused recurrent nodes the export must hold (a Bidirectional counts once: one node)."""
-    import keras
-
-    recurrent = (keras.layers.RNN, keras.layers.Bidirectional)
-    return sum(1 for layer in kerasmodel.walk_layers(keras_model) if isinstance(layer, recurrent))
-
-
-def _time_free(keras_model) -> bool:
-    return any(len(t.shape) >= 2 and t.shape[1] is None for t in keras_model.inputs)
-
-
-def _time_steps(keras_model) -> int | None:
-    shape = keras_model.inputs[0].shape
-    return shape[1] if len(shape) >= 2 and isinstance(shape[1], int) else None
 
 
 def _attention_layer(keras_model) -> str:
@@ -320,4 +242,4 @@ def _export_graph_folder(src, out: Path, options, say, start: float):
             SIGNATURE_OUTPUTS_KEY: json.dumps(order),
         },
     )
-    return _write(proto, out, options, cases, say, parity, start, before)
+    return write(proto, out, options, cases, say, parity, start, before)

@@ -74,3 +74,22 @@ def with_layer_outputs(model, names: list[str]):
 
     tensors = dict(layer_outputs(model))
     return keras.Model(model.inputs, [*model.outputs, *[tensors[name] for name in names]], name=model.name)
+
+
+def count_recurrent_layers(keras_model) -> int:
+    """How many fused recurrent nodes the export must hold (a Bidirectional counts once: one node)."""
+    import keras
+
+    recurrent = (keras.layers.RNN, keras.layers.Bidirectional)
+    return sum(1 for layer in walk_layers(keras_model) if isinstance(layer, recurrent))
+
+
+def time_free(keras_model) -> bool:
+    """Whether an input of the model has a free time axis."""
+    return any(len(t.shape) >= 2 and t.shape[1] is None for t in keras_model.inputs)
+
+
+def time_steps(keras_model) -> int | None:
+    """The fixed time length of the model's first input (None: free)."""
+    shape = keras_model.inputs[0].shape
+    return shape[1] if len(shape) >= 2 and isinstance(shape[1], int) else None

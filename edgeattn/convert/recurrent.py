@@ -167,13 +167,15 @@ def _last_axis(inner, name: str):
     return LastAxis(inner, name=name)
 
 
-def swap_nodes(proto: onnx.ModelProto, directions: list[Direction]) -> int:
-    """Rewrite each stand-in ``LSTM`` node into the real layer's node. Returns how many were rewritten."""
+def swap_nodes(proto: onnx.ModelProto, directions: list[Direction]) -> dict[str, list]:
+    """Rewrite each stand-in ``LSTM`` node into the real layer's node. Returns the Keras layers each rewritten
+    node computes (one per direction), by node name."""
     graph = proto.graph
     initializers = {t.name: t for t in graph.initializer}
     by_fill = {np.float32(d.fill): d for d in directions}
     used = {name for node in graph.node for name in node.input}
     seen: set[int] = set()
+    rewritten = {}
     for index, node in enumerate(list(graph.node)):
         if node.op_type != "LSTM" or node.input[1] not in initializers:
             continue
@@ -190,13 +192,14 @@ def swap_nodes(proto: onnx.ModelProto, directions: list[Direction]) -> int:
             seen.add(id(found[-1]))
         graph.node.remove(node)
         graph.node.insert(index, _fused_node(node, found, graph, used))
+        rewritten[node.name] = [d.layer for d in found]
     missing = [d.layer.name for d in directions if id(d) not in seen]
     if missing:
         raise UnsupportedModelError(
             f"tf2onnx did not fuse the recurrent layer {missing[0]!r} into one node",
             hint="run with --debug and report the model's layers",
         )
-    return len(seen)
+    return rewritten
 
 
 def _fused_node(stub: onnx.NodeProto, directions: list[Direction], graph, used: set[str]) -> onnx.NodeProto:

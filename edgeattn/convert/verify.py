@@ -75,6 +75,13 @@ def verify_against_keras(
         return _verify_graph_folder(onnx_path, keras_src, batches, lengths, atol, rtol, inputs_file, seed, unsafe,
                                      providers)  # fmt: skip
     proto = load_onnx(onnx_path)
+    from edgeattn.convert import streamverify
+
+    if streamverify.stream_meta(proto) is not None:  # a step or stateful model: its stream, step by step
+        if inputs_file is not None:
+            raise InputError("--inputs is not taken for a stream model: it is checked on seeded sequences")
+        return streamverify.verify_stream(proto, keras_src, batches, lengths, atol, rtol, seed, unsafe, providers,
+                                          custom_layers, layers)  # fmt: skip
     problems = graph.check_structure(proto)
     loaded = load_model(
         keras_src, unsafe=unsafe, custom_layers=custom_layers, input_shapes=input_shapes_of(proto)

@@ -78,21 +78,23 @@ def build(
             f"{model_path} keeps its weights in external files; the web page needs one .onnx file"
         )
     meta = {p.key: p.value for p in proto.metadata_props}
-    if GOLDEN_KEY not in meta:
+    stream = json.loads(meta["edgeattn.stream"]) if "edgeattn.stream" in meta else None
+    if GOLDEN_KEY not in meta and stream is None:  # a stream model has none: its outputs depend on its state
         raise InputError(
             f"{model_path} holds no reference set, so the page could not check itself",
             hint="export it again without --no-golden",
         )
     summary = summarize(proto)
-    golden = json.loads(meta[GOLDEN_KEY])
-    inputs = {name: decode_array(blob) for name, blob in golden["inputs"].items()}
-    outputs = {name: decode_array(blob) for name, blob in golden["outputs"].items()}
+    golden = json.loads(meta[GOLDEN_KEY]) if GOLDEN_KEY in meta else None
+    inputs = {name: decode_array(blob) for name, blob in golden["inputs"].items()} if golden else {}
+    outputs = {name: decode_array(blob) for name, blob in golden["outputs"].items()} if golden else {}
     description = {
         "name": model_path.stem,
         "inputs": [_spec(*s) for s in summary.inputs],
         "outputs": [_spec(*s) for s in summary.outputs],
-        "attention": ATTENTION_OUTPUT in outputs,
+        "attention": ATTENTION_OUTPUT in [name for name, _, _ in summary.outputs],
         "text": json.loads(meta["edgeattn.text"]) if "edgeattn.text" in meta else None,  # tokenizer rules
+        "stream": stream,  # the states a step or stateful model carries (page.js streams a sequence)
         # token ids for random samples: below the largest id of the reference set (valid for its Embedding)
         "int_high": {k: int(v.max()) + 1 for k, v in inputs.items() if v.dtype.kind in "iu"},
         "golden": {
@@ -101,7 +103,9 @@ def build(
             "atol": float(golden.get("atol", defaults.ATOL)),
             # a quantized file's accepted tolerance, per output
             "atols": {k: float(v) for k, v in golden.get("atols", {}).items()},
-        },
+        }
+        if golden
+        else None,
     }
     files: dict[str, bytes | Path] = {
         "model.onnx": model_bytes,

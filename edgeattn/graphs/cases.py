@@ -69,6 +69,7 @@ class ParityReport:
     structure_problems: list[str] = field(default_factory=list)
     # each Keras layer's output, in the model's order
     layers: list[OutputParity] = field(default_factory=list)
+    diverges: str = ""  # a stream: where it first leaves the tolerance (step, layer or output)
 
     @property
     def passed(self) -> bool:
@@ -88,9 +89,9 @@ class ParityReport:
 
     def failures(self) -> list[str]:
         """One line per thing that failed; the first divergent layer first, since that is where it starts."""
-        lines = list(self.structure_problems)
+        lines = [self.diverges, *self.structure_problems] if self.diverges else list(self.structure_problems)
         first = self.first_divergent_layer
-        if first is not None:
+        if first is not None and not self.diverges:
             lines.append(
                 f"layer {first.name!r} is the first to diverge: max abs error {first.max_abs:.3g} > "
                 f"{_bound(first)} (worst: {first.worst_case}, sample {first.worst_sample})"

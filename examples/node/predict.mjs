@@ -10,10 +10,18 @@
 // text per line; they are tokenized as Keras did, by the rules stored in the model (the Tokenizer of
 // edgeattn/deploy/web_assets/edgeattn.js), and the output also holds the token ids ("ids").
 //   node examples/node/predict.mjs text-model.onnx texts.txt
+// Streaming (issue #28): INPUT is a whole sequence, nested (batch, time, features) (or {"name": ...}), fed one step at
+// a time through EdgeAttn's stream() (edgeattn.js, the code the web page runs):
+//   node examples/node/predict.mjs step-model.onnx x.json --stream             # a model with edgeattn.stream
+//   node examples/node/predict.mjs stateful-model.onnx x.json --stream --chunk 50   # kind "stateful": chunks
+//   node examples/node/predict.mjs models/seed.onnx x.json --window 10         # any other model: the last 10 steps
+// and prints {"outputs": {"name": (batch, pushes, ...)}, "ms_per_step": ..., "steps": ..., "pushes": ...}: each
+// push's outputs stacked on axis 1 (one push per step; --chunk N: per N steps; --window T: from step T-1 on,
+// "first_step" = T-1); ms_per_step: the wall time of all pushes over the steps pushed.
 // Errors: one line "error: ..." on stderr and exit code 2 (bad input) or 1.
 import { readFileSync } from "node:fs";
 import * as ort from "onnxruntime-node";
-import { Tokenizer, onnxMetadata } from "../../edgeattn/deploy/web_assets/edgeattn.js";
+import { EdgeAttn, Tokenizer, onnxMetadata } from "../../edgeattn/deploy/web_assets/edgeattn.js";
 
 const TYPED = { float32: Float32Array, float64: Float64Array, int32: Int32Array, int64: BigInt64Array };
 
@@ -31,8 +39,32 @@ function nested(data, dims) {
 
 class UsageError extends Error {}
 
-async function main([modelPath, inputPath]) {
-  if (!modelPath || !inputPath) throw new UsageError("usage: node examples/node/predict.mjs MODEL.onnx INPUT.json|-");
+const USAGE = "usage: node examples/node/predict.mjs MODEL.onnx INPUT.json|- [--stream [--chunk N] | --window T]";
+
+function parseArgs(argv) {
+  const positional = [];
+  const flags = { stream: false, chunk: 1, window: null };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const count = () => {
+      const n = Number(argv[++i]);
+      if (!Number.isInteger(n) || n < 1) throw new UsageError(`${arg} takes a whole number >= 1, got ${argv[i]}`);
+      return n;
+    };
+    if (arg === "--stream") flags.stream = true;
+    else if (arg === "--chunk") flags.chunk = count();
+    else if (arg === "--window") flags.window = count();
+    else if (arg.startsWith("--")) throw new UsageError(`unknown option ${arg}\n${USAGE}`);
+    else positional.push(arg);
+  }
+  if (positional.length !== 2) throw new UsageError(USAGE);
+  if (flags.stream && flags.window) throw new UsageError("--stream or --window, not both");
+  return [positional, flags];
+}
+
+async function main(argv) {
+  const [[modelPath, inputPath], flags] = parseArgs(argv);
+  if (flags.stream || flags.window) return streamMain(modelPath, inputPath, flags);
   const bytes = readFileSync(modelPath); // read once: the session and the metadata come from the same bytes
   const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
   const textSpec = onnxMetadata(bytes)["edgeattn.text"];
@@ -70,6 +102,59 @@ async function main([modelPath, inputPath]) {
   const ms = performance.now() - start;
   const outputs = Object.fromEntries(session.outputNames.map((n) => [n, nested(results[n].data, results[n].dims)]));
   process.stdout.write(JSON.stringify(ids ? { outputs, ids, ms } : { outputs, ms }) + "\n");
+}
+
+// The sequence through EdgeAttn.stream() (or .window(T)), one push per step (or per --chunk steps).
+async function streamMain(modelPath, inputPath, flags) {
+  const model = await EdgeAttn.fromBytes(readFileSync(modelPath), { ort, sessionOptions: { intraOpNumThreads: 1 } });
+  if (flags.stream && !model.streaming)
+    throw new UsageError(`${modelPath} holds no edgeattn.stream metadata (it takes whole windows): pass --window T`);
+  if (flags.window && model.streaming)
+    throw new UsageError(`${modelPath} streams itself (edgeattn.stream kind ${model.streaming.kind}): pass --stream`);
+  let given;
+  try {
+    given = JSON.parse(readFileSync(inputPath === "-" ? 0 : inputPath, "utf8"));
+  } catch (err) {
+    throw new UsageError(`${inputPath}: ${err.message}`);
+  }
+  const names = model.streaming ? model.streaming.inputs : model.inputs.map((s) => s.name);
+  if (names.length === 1 && Array.isArray(given)) given = { [names[0]]: given };
+  let steps = null;
+  for (const name of names) {
+    const dims = shapeOf(given[name]);
+    if (given[name] === undefined) throw new UsageError(`missing input '${name}'`);
+    const rank = model.inputs.find((s) => s.name === name).shape.length;
+    if (dims.length !== rank || dims.length < 2)
+      throw new UsageError(`input '${name}' must be a sequence of rank ${rank} (batch, time, ...), got (${dims.join(", ")})`);
+    if (steps !== null && dims[1] !== steps) throw new UsageError(`the inputs have different lengths (${steps}, ${dims[1]})`);
+    steps = dims[1];
+  }
+  const chunked = model.streaming && model.streaming.kind === "stateful";
+  const size = chunked ? flags.chunk : 1;
+  const runner = flags.window ? model.window(flags.window) : model.stream();
+  const stacked = {};
+  let pushes = 0;
+  const start = performance.now();
+  for (let t = 0; t < steps; t += size) {
+    const feed = Object.fromEntries(names.map((n) => [n, given[n].map((row) => (chunked ? row.slice(t, t + size) : row[t]))]));
+    let result;
+    try {
+      result = await runner.push(feed);
+    } catch (err) {
+      throw /^(input '|missing input|inputs of different)/.test(err.message) ? new UsageError(err.message) : err;
+    }
+    pushes += 1;
+    if (result === null) continue;  // a window not yet full
+    for (const [name, out] of Object.entries(result.outputs)) {
+      const rows = nested(out.data, out.dims);
+      stacked[name] = stacked[name] || rows.map(() => []);
+      rows.forEach((row, b) => stacked[name][b].push(row));
+    }
+  }
+  const msPerStep = steps ? (performance.now() - start) / steps : 0;
+  const report = { outputs: stacked, ms_per_step: msPerStep, steps, pushes };
+  if (flags.window) report.first_step = flags.window - 1;
+  process.stdout.write(JSON.stringify(report) + "\n");
 }
 
 main(process.argv.slice(2)).catch((err) => {

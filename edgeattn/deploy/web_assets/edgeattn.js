@@ -9,6 +9,15 @@
 //     const { outputs, ms } = await model.predict([[[0.1], [0.9], ...]]);   // one input: nested arrays
 //     const { outputs, ids } = await model.predictText(["A text.", "another"]); // a text model: strings in
 //   </script>
+//
+// Streaming (issue #28): a model whose file holds `edgeattn.stream` (kind "step" or "stateful") carries its recurrent
+// state as explicit inputs and outputs; `model.stream()` feeds them back from one push to the next:
+//     const stream = model.stream();                       // its own state: zeros (empty caches) at the start
+//     const { outputs } = await stream.push([0.1, 0.2]);   // step: one sample [F], or [B][F], or [B][1][F]
+//     stream.reset();                                      // back to the initial state
+// A whole-window model (no `edgeattn.stream`) streams through a ring buffer of its last T steps:
+//     const win = model.window(10); await win.push([0.3]); // null until 10 steps are in, then predict() on them
+// In Node.js: EdgeAttn.fromBytes(bytes, {ort}) with onnxruntime-node (examples/node/predict.mjs --stream).
 
 const TYPED = {
   float32: Float32Array,
@@ -145,11 +154,121 @@ function describe(shape) {
   return "(" + shape.map((d) => (typeof d === "number" ? d : d || "?")).join(", ") + ")";
 }
 
+const STREAM_KEY = "edgeattn.stream";
+
+/** A model's streaming contract (metadata `edgeattn.stream`: {kind, max_steps, inputs, outputs, states}), or null. */
+export function streamSpec(metadata) {
+  const raw = metadata && metadata[STREAM_KEY];
+  if (raw === undefined || raw === null) return null;
+  const spec = typeof raw === "string" ? JSON.parse(raw) : raw;
+  if (spec.kind !== "step" && spec.kind !== "stateful")
+    throw new Error(`${STREAM_KEY}: kind must be "step" or "stateful", got ${JSON.stringify(spec.kind)}`);
+  for (const key of ["inputs", "outputs", "states"])
+    if (!Array.isArray(spec[key])) throw new Error(`${STREAM_KEY}: "${key}" must be a list`);
+  for (const s of spec.states) {
+    if (typeof s.input !== "string" || typeof s.output !== "string" || !Array.isArray(s.shape))
+      throw new Error(`${STREAM_KEY}: a state needs "input", "output" and "shape"`);
+    if (s.grows && s.shape[0] !== null) throw new Error(`${STREAM_KEY}: growing state '${s.input}' must have null as its first axis`);
+    if (s.shape.some((d, i) => !(Number.isInteger(d) && d >= 0) && !(s.grows && i === 0)))
+      throw new Error(`${STREAM_KEY}: state '${s.input}' has the shape ${JSON.stringify(s.shape)}`);
+    if (!TYPED[s.dtype || "float32"]) throw new Error(`${STREAM_KEY}: state '${s.input}' has the type ${s.dtype}, which edgeattn.js does not feed`);
+  }
+  return spec;
+}
+
+/** A single input's value (nested arrays, {data, dims} or a number) rather than an object {name: value}. */
+function isValue(x) {
+  return typeof x === "number" || Array.isArray(x) || Boolean(x && x.dims);
+}
+
+/** {dims, data} (data a flat array) of nested arrays, {data, dims} or a number. */
+function flat(value) {
+  if (value && value.dims) return { dims: Array.from(value.dims), data: Array.from(value.data, Number) };
+  return { dims: shapeOf(value), data: [value].flat(Infinity) };
+}
+
+/** A state's initial value for `batch` samples: zeros, of length 0 on a growing state's first axis. */
+function initialState(ort, state, batch) {
+  const dtype = state.dtype || "float32";
+  const dims = [batch, ...state.shape.map((d) => (d === null ? 0 : d))];
+  return new ort.Tensor(dtype, new TYPED[dtype](dims.reduce((a, b) => a * b, 1)), dims);
+}
+
+/** Outputs as predict() gives them ({name: {dims, data}}); without the batch axis for an unbatched push; for a step
+ * model, without the time axis of a (batch, 1, ...) sequence output (rank 3 and more: a (batch, 1) output is read as
+ * a many-to-one output of width 1, which it is for Keras's models). */
+function plainOutputs(results, names, { dropTime, unbatched }) {
+  const outputs = {};
+  for (const name of names) {
+    const dims = Array.from(results[name].dims);
+    if (dropTime && dims.length >= 3 && dims[1] === 1) dims.splice(1, 1);
+    if (unbatched) dims.splice(0, 1);
+    outputs[name] = { dims, data: Array.from(results[name].data, Number) };
+  }
+  return outputs;
+}
+
+/** Serialize a caller's calls: each starts when the one before it has settled. */
+function queued(owner, work) {
+  owner._pending = (owner._pending || 0) + 1;
+  const run = owner._queue.then(work).finally(() => { owner._pending -= 1; });
+  owner._queue = run.catch(() => {});
+  return run;
+}
+
+/** reset() in order with the pushes: at once when none is pending, else after those already made. */
+function orderedReset(owner, clear) {
+  if (!owner._pending) {
+    clear();
+    return Promise.resolve();
+  }
+  return queued(owner, async () => clear());
+}
+
 export class EdgeAttn {
-  constructor(session, meta, ort) {
+  /** `metadata`: the file's metadata_props ({key: value}, onnxMetadata of its bytes). */
+  constructor(session, meta, ort, metadata = {}) {
     this.session = session;
     this.meta = meta;
     this.ort = ort;
+    this.metadata = metadata;
+    this.streaming = streamSpec(metadata) || (meta.stream ? streamSpec({ [STREAM_KEY]: meta.stream }) : null);
+    this._queue = Promise.resolve();  // one session.run at a time (predict, streams and windows share the session)
+    if (this.streaming) {
+      const inputs = new Set(session.inputNames);
+      const outputs = new Set(session.outputNames);
+      const missing = [
+        ...this.streaming.inputs.filter((n) => !inputs.has(n)),
+        ...this.streaming.states.map((s) => s.input).filter((n) => !inputs.has(n)),
+        ...this.streaming.outputs.filter((n) => !outputs.has(n)),
+        ...this.streaming.states.map((s) => s.output).filter((n) => !outputs.has(n)),
+      ];
+      if (missing.length) throw new Error(`${STREAM_KEY} names what the graph does not have: ${missing.join(", ")}`);
+    }
+  }
+
+  /**
+   * A model from the bytes of its file, described by the session itself (no model.json, so no reference set):
+   * for Node.js with onnxruntime-node, or a page that fetches the file itself. `options`: {ort} (default:
+   * globalThis.ort), {sessionOptions} (passed to InferenceSession.create), {name}.
+   */
+  static async fromBytes(bytes, options = {}) {
+    const ort = options.ort || globalThis.ort;
+    if (!ort) throw new Error("no onnxruntime: pass {ort} (onnxruntime-node or onnxruntime-web)");
+    const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+    const session = await ort.InferenceSession.create(view, options.sessionOptions || {});
+    const metadata = onnxMetadata(view);
+    const spec = (m) => ({ name: m.name, shape: Array.from(m.shape || [], (d) => (typeof d === "number" && d >= 0 ? d : String(d))), dtype: m.type });
+    const meta = {
+      name: options.name || "model",
+      inputs: session.inputMetadata.map(spec),
+      outputs: session.outputMetadata.map(spec),
+      attention: session.outputNames.includes("attention_weights"),
+      text: metadata["edgeattn.text"] ? JSON.parse(metadata["edgeattn.text"]) : null,
+      int_high: {},
+      golden: null,
+    };
+    return new EdgeAttn(session, meta, ort, metadata);
   }
 
   /**
@@ -174,7 +293,7 @@ export class EdgeAttn {
     } catch (err) {
       throw new Error(`onnxruntime-web cannot load ${modelUrl}: ${err && err.message ? err.message : err}`);
     }
-    return new EdgeAttn(session, meta, ort);
+    return new EdgeAttn(session, meta, ort, onnxMetadata(bytes));
   }
 
   get inputs() {
@@ -205,20 +324,46 @@ export class EdgeAttn {
    * Returns {outputs: {name: {dims, data}}, ms}: data as plain numbers, ms the time of the run itself.
    */
   async predict(inputs) {
-    const single = this.inputs.length === 1 && (Array.isArray(inputs) || (inputs && inputs.dims));
-    const given = single ? { [this.inputs[0].name]: inputs } : inputs || {};
+    // A streaming model's data inputs are named in its contract; the states it is not given start from the initial
+    // state (zeros, empty caches), as the contract says.
+    const dataNames = this.streaming ? this.streaming.inputs : this.inputs.map((s) => s.name);
+    const single = dataNames.length === 1 && (Array.isArray(inputs) || (inputs && inputs.dims));
+    const given = single ? { [dataNames[0]]: inputs } : { ...(inputs || {}) };
     const missing = this.inputs.filter((s) => !(s.name in given)).map((s) => s.name);
-    if (missing.length) throw new Error(`missing input(s): ${missing.join(", ")}`);
+    const states = this.streaming ? this.streaming.states.filter((s) => missing.includes(s.input)) : [];
+    const stillMissing = missing.filter((n) => !states.some((s) => s.input === n));
+    if (stillMissing.length) throw new Error(`missing input(s): ${stillMissing.join(", ")}`);
     const feeds = {};
-    for (const spec of this.inputs) feeds[spec.name] = this.tensor(spec, given[spec.name]);
-    const start = performance.now();
-    const results = await this.session.run(feeds);
-    const ms = performance.now() - start;
+    for (const spec of this.inputs) if (spec.name in given) feeds[spec.name] = this.tensor(spec, given[spec.name]);
+    if (states.length) {
+      const batch = feeds[dataNames[0]].dims[0];
+      for (const s of states) feeds[s.input] = initialState(this.ort, s, batch);
+    }
+    const { results, ms } = await this.run(feeds);
     const outputs = {};
     for (const name of this.session.outputNames) {
       outputs[name] = { dims: Array.from(results[name].dims), data: Array.from(results[name].data, Number) };
     }
     return { outputs, ms };
+  }
+
+  /** session.run on onnxruntime tensors, one run at a time on this session: {results, ms} (ms: the run itself). */
+  run(feeds) {
+    return queued(this, async () => {
+      const start = performance.now();
+      const results = await this.session.run(feeds);
+      return { results, ms: performance.now() - start };
+    });
+  }
+
+  /** A new stream over a streaming model (its own state; see Stream). */
+  stream() {
+    return new Stream(this);
+  }
+
+  /** A ring buffer of the last `length` steps over a whole-window model (see Window). */
+  window(length) {
+    return new Window(this, length);
   }
 
   /** A text model's tokenizer (null for other models). */
@@ -239,6 +384,7 @@ export class EdgeAttn {
    * model, also the tokenizer against Keras's own ids on the stored example texts. */
   async selfCheck() {
     const golden = this.meta.golden;
+    if (!golden) throw new Error("this model holds no reference set (exported with --no-golden, or loaded without model.json)");
     const tokens = this.tokenizer ? this.tokenizer.selfCheck() : null;
     const { outputs, ms } = await this.predict(golden.inputs);
     let maxAbs = 0;
@@ -274,14 +420,213 @@ export class EdgeAttn {
   randomSample(length) {
     const sample = {};
     for (const spec of this.inputs) {
-      const ref = this.meta.golden.inputs[spec.name].dims;
-      const dims = spec.shape.map((d, i) => (i === 0 ? 1 : typeof d === "number" ? d : length || ref[i]));
+      const ref = this.meta.golden && this.meta.golden.inputs[spec.name] ? this.meta.golden.inputs[spec.name].dims : [];
+      const dims = spec.shape.map((d, i) => (i === 0 ? 1 : typeof d === "number" ? d : length || ref[i] || 8));
       const size = dims.reduce((a, b) => a * b, 1);
       const isInt = spec.dtype.startsWith("int") || spec.dtype.startsWith("uint");
-      const high = this.meta.int_high[spec.name] || 2;
+      const high = (this.meta.int_high || {})[spec.name] || 2;
       const data = Array.from({ length: size }, () => (isInt ? 1 + Math.floor(Math.random() * (high - 1)) : Math.random()));
       sample[spec.name] = nested(data, dims);
     }
     return sample;
+  }
+}
+
+/** How a pushed value's dims read against a data input of shape (batch, time, features...): "full" (every axis),
+ * "batched" (no time axis: one step), "unbatched" (no batch axis; for a step, no time axis either), or null. A chunk
+ * (`timeFree`) keeps its time axis: (time, features...) is one sample's. */
+function stepLayout(spec, dims, { timeFree }) {
+  const rank = spec.shape.length;
+  if (rank < 2) throw new Error(`input '${spec.name}' has the shape ${describe(spec.shape)}: no (batch, time, ...) axes to stream over`);
+  if (dims.length === rank) return "full";
+  if (timeFree) return dims.length === rank - 1 ? "unbatched" : null;  // a chunk: (time, ...) for one sample
+  if (dims.length === rank - 1) return "batched";
+  if (dims.length === rank - 2) return "unbatched";
+  return null;
+}
+
+/**
+ * A stream over a streaming model (`edgeattn.stream`): `await push(inputs)` runs one step (kind "step": per data
+ * input one sample [F...], or [B][F...], or [B][1][F...]) or one chunk (kind "stateful": [T][F...] or [B][T][F...]),
+ * feeding every state output back as the next push's state input; the first push starts from zeros (growing states
+ * from length 0). `inputs`: the value itself for a one-input model, else {name: value}; a value is nested arrays or
+ * {data, dims}. Resolves to {outputs: {name: {dims, data}}, ms} like predict(): without the batch axis when the push
+ * had none; for a step model without the time axis of a (batch, 1, ...) output. Pushes run in order; `reset()`
+ * returns to the initial state, in order with them (and the batch size may then change). Streams of one model share
+ * its session, one run at a time, and nothing else.
+ */
+export class Stream {
+  constructor(model) {
+    if (!model.streaming)
+      throw new Error("this model holds no edgeattn.stream metadata (it takes whole windows): use model.window(T)");
+    this.model = model;
+    this.spec = model.streaming;
+    this._queue = Promise.resolve();
+    this.reset();
+  }
+
+  get kind() {
+    return this.spec.kind;
+  }
+
+  /** Back to the initial state: zeros, empty caches (the next push may have another batch size). In order with the
+   * pushes: at once when none is pending, else after the pushes made before it (the promise says when). */
+  reset() {
+    return orderedReset(this, () => {
+      this._states = null;
+      this.batch = null;
+      this.steps = 0;  // time steps pushed since the start (a chunk counts its length)
+    });
+  }
+
+  /** The states the next push will feed ({input name: {dims, data}}), or null before the first push. */
+  get states() {
+    if (!this._states) return null;
+    return Object.fromEntries(Object.entries(this._states).map(([k, t]) => [k, { dims: Array.from(t.dims), data: Array.from(t.data, Number) }]));
+  }
+
+  push(inputs) {
+    return queued(this, () => this._push(inputs));
+  }
+
+  async _push(inputs) {
+    const model = this.model;
+    const names = this.spec.inputs;
+    const given = names.length === 1 && isValue(inputs) ? { [names[0]]: inputs } : inputs || {};
+    const missing = names.filter((n) => !(n in given));
+    if (missing.length) throw new Error(`missing input(s): ${missing.join(", ")}`);
+    const step = this.spec.kind === "step";
+    let unbatched = null;
+    let batch = null;
+    let length = null;
+    const feeds = {};
+    for (const name of names) {
+      const spec = model.inputs.find((s) => s.name === name);
+      const { dims, data } = flat(given[name]);
+      const layout = stepLayout(spec, dims, { timeFree: !step });
+      const features = describe(spec.shape.slice(2));
+      const expected = step
+        ? `one step: ${features.slice(1, -1) ? features : "a number"} for one sample, (batch, ${features.slice(1)} or (batch, 1, ${features.slice(1)}`
+        : `a chunk: (time, ${features.slice(1)} for one sample or (batch, time, ${features.slice(1)}`;
+      if (!layout || (layout === "full" && step && dims[1] !== 1))
+        throw new Error(`input '${name}' takes ${expected}; got ${describe(dims)}`);
+      const full = layout === "unbatched" ? [1, ...(step ? [1] : []), ...dims] : layout === "batched" ? [dims[0], 1, ...dims.slice(1)] : dims;
+      if (full.slice(2).some((d, i) => typeof spec.shape[i + 2] === "number" && d !== spec.shape[i + 2]))
+        throw new Error(`input '${name}' takes ${expected}; got ${describe(dims)}`);
+      if (unbatched !== null && unbatched !== (layout === "unbatched"))
+        throw new Error("push all inputs with a batch axis, or all without");
+      if (batch !== null && full[0] !== batch) throw new Error(`inputs of different batch sizes (${batch}, ${full[0]})`);
+      if (length !== null && full[1] !== length) throw new Error(`inputs of different lengths (${length}, ${full[1]})`);
+      unbatched = layout === "unbatched";
+      batch = full[0];
+      length = full[1];
+      feeds[name] = model.tensor(spec, { dims: full, data });
+    }
+    if (this.batch !== null && batch !== this.batch)
+      throw new Error(`this stream runs batch ${this.batch}; got batch ${batch} (reset() first to start another)`);
+    const states = this._states || Object.fromEntries(this.spec.states.map((s) => [s.input, initialState(model.ort, s, batch)]));
+    Object.assign(feeds, states);
+    const { results, ms } = await model.run(feeds);
+    const next = {};
+    for (const s of this.spec.states) {
+      const t = results[s.output];
+      const dims = Array.from(t.dims);
+      const want = [batch, ...s.shape];
+      if (dims.length !== want.length || dims.some((d, i) => want[i] !== null && d !== want[i]))
+        throw new Error(`state '${s.output}' came back with the shape ${describe(dims)}, not ${describe(want.map((d) => (d === null ? "grows" : d)))}`);
+      next[s.input] = new model.ort.Tensor(t.type, t.data, dims);
+    }
+    this._states = next;
+    this.batch = batch;
+    this.steps += length;
+    return { outputs: plainOutputs(results, this.spec.outputs, { dropTime: step, unbatched }), ms };
+  }
+}
+
+/**
+ * Streaming over a whole-window model (no `edgeattn.stream`; input (batch, T, features...)): a ring buffer of the
+ * last `length` steps. `await push(step)` (per input one sample [F...] or [B][F...]; {name: value} for several
+ * inputs) resolves to null until `length` steps are in, then to predict() on the window (oldest step first), without
+ * the batch axis when the push had none. `reset()` empties the buffer.
+ */
+export class Window {
+  constructor(model, length) {
+    if (model.streaming) throw new Error(`this model streams itself (edgeattn.stream kind ${model.streaming.kind}): use model.stream()`);
+    if (!Number.isInteger(length) || length < 1) throw new Error(`a window is a whole number of steps >= 1, got ${length}`);
+    for (const spec of model.inputs) {
+      if (spec.shape.length < 2) throw new Error(`input '${spec.name}' has the shape ${describe(spec.shape)}: no time axis`);
+      if (typeof spec.shape[1] === "number" && spec.shape[1] !== length)
+        throw new Error(`input '${spec.name}' takes ${spec.shape[1]} steps, not a window of ${length}`);
+    }
+    this.model = model;
+    this.length = length;
+    this._queue = Promise.resolve();
+    this.reset();
+  }
+
+  /** Empty the buffer; in order with the pushes, as Stream.reset(). */
+  reset() {
+    return orderedReset(this, () => {
+      this._ring = Object.fromEntries(this.model.inputs.map((s) => [s.name, []]));  // per input: steps, oldest first
+      this.batch = null;
+      this.steps = 0;
+    });
+  }
+
+  /** How many steps the buffer holds (up to `length`). */
+  get filled() {
+    return Math.min(this.steps, this.length);
+  }
+
+  push(inputs) {
+    return queued(this, () => this._push(inputs));
+  }
+
+  async _push(inputs) {
+    const model = this.model;
+    const names = model.inputs.map((s) => s.name);
+    const given = names.length === 1 && isValue(inputs) ? { [names[0]]: inputs } : inputs || {};
+    const missing = names.filter((n) => !(n in given));
+    if (missing.length) throw new Error(`missing input(s): ${missing.join(", ")}`);
+    let unbatched = null;
+    let batch = null;
+    const rows = {};
+    for (const spec of model.inputs) {
+      const { dims, data } = flat(given[spec.name]);
+      const layout = stepLayout(spec, dims, { timeFree: false });
+      const features = spec.shape.slice(2);
+      const perSample = layout === "unbatched" ? dims : dims.slice(1);
+      if (!layout || layout === "full" || perSample.some((d, i) => typeof features[i] === "number" && d !== features[i]))
+        throw new Error(`input '${spec.name}' takes one step: ${describe(features)} for one sample or (batch, ${describe(features).slice(1)}; got ${describe(dims)}`);
+      const b = layout === "unbatched" ? 1 : dims[0];
+      if (unbatched !== null && unbatched !== (layout === "unbatched")) throw new Error("push all inputs with a batch axis, or all without");
+      if (batch !== null && b !== batch) throw new Error(`inputs of different batch sizes (${batch}, ${b})`);
+      unbatched = layout === "unbatched";
+      batch = b;
+      rows[spec.name] = { data, perSample };
+    }
+    if (this.batch !== null && batch !== this.batch)
+      throw new Error(`this window holds batch ${this.batch}; got batch ${batch} (reset() first to start another)`);
+    for (const name of names) {
+      const ring = this._ring[name];
+      ring.push(rows[name].data);
+      if (ring.length > this.length) ring.shift();
+    }
+    this.batch = batch;
+    this.steps += 1;
+    if (this.steps < this.length) return null;
+    const window = {};
+    for (const name of names) {
+      const ring = this._ring[name];
+      const size = ring[0].length / batch;  // one sample's step
+      const data = new Array(batch * this.length * size);
+      for (let b = 0; b < batch; b++)
+        for (let t = 0; t < this.length; t++)
+          for (let i = 0; i < size; i++) data[(b * this.length + t) * size + i] = ring[t][b * size + i];
+      window[name] = { dims: [batch, this.length, ...rows[name].perSample], data };
+    }
+    const { outputs, ms } = await model.predict(window);
+    if (unbatched) for (const o of Object.values(outputs)) o.dims.splice(0, 1);
+    return { outputs, ms };
   }
 }

@@ -28,8 +28,13 @@ function code(text) {
   return td;
 }
 
-function showSpec(meta) {
-  const rows = [...meta.inputs.map((s) => ["input", s]), ...meta.outputs.map((s) => ["output", s])];
+function showSpec(meta, streaming) {
+  const stateIn = new Set(streaming ? streaming.states.map((s) => s.input) : []);
+  const stateOut = new Set(streaming ? streaming.states.map((s) => s.output) : []);
+  const rows = [
+    ...meta.inputs.map((s) => [stateIn.has(s.name) ? "state in" : "input", s]),
+    ...meta.outputs.map((s) => [stateOut.has(s.name) ? "state out" : "output", s]),
+  ];
   $("spec").replaceChildren(...rows.map(([kind, s]) => {
     const tr = document.createElement("tr");
     tr.append(cell(kind, "muted"), code(String(s.name)), code(`(${s.shape.join(", ")})`), cell(String(s.dtype), "muted"));
@@ -68,6 +73,7 @@ async function run() {
   $("error").textContent = "";
   if (!model) { $("error").textContent = "the model did not load (see the self-check above)"; return; }
   if (model.tokenizer) { await runText(); return; }
+  if (model.streaming) { await runStream(); return; }
   let value;
   try {
     value = JSON.parse($("input").value);
@@ -102,6 +108,75 @@ async function runText() {
   }
 }
 
+// A streaming model (edgeattn.stream): the box holds one sample's sequence, (time, features...) per data input; a new
+// EdgeAttn stream() from the initial state takes it one step per push (kind "step") or as one chunk ("stateful").
+function describeStream(spec) {
+  const states = spec.states.map((s) => s.input);
+  const cap = spec.max_steps ? `, caches capped at ${spec.max_steps} steps` : "";
+  return `streaming model: ${spec.kind}, ${states.length} state${states.length === 1 ? "" : "s"} (${states.join(", ")})${cap}`;
+}
+
+function randomSequence(steps = 8) {
+  const sample = {};
+  for (const name of model.streaming.inputs) {
+    const spec = model.inputs.find((s) => s.name === name);
+    const dims = [steps, ...spec.shape.slice(2).map((d) => (typeof d === "number" ? d : 1))];
+    const size = dims.reduce((a, b) => a * b, 1);
+    const isInt = spec.dtype.startsWith("int") || spec.dtype.startsWith("uint");
+    const high = (model.meta.int_high || {})[name] || 2;
+    sample[name] = nested(Array.from({ length: size }, () => (isInt ? 1 + Math.floor(Math.random() * (high - 1)) : Math.random())), dims);
+  }
+  return model.streaming.inputs.length === 1 ? sample[model.streaming.inputs[0]] : sample;
+}
+
+async function runStream() {
+  let value;
+  try {
+    value = JSON.parse($("input").value);
+  } catch (err) {
+    fail($("error"), new Error(`not valid JSON: ${err.message}`));
+    return;
+  }
+  try {
+    const names = model.streaming.inputs;
+    const given = names.length === 1 && Array.isArray(value) ? { [names[0]]: value } : value;
+    for (const n of names) if (!Array.isArray(given[n])) throw new Error(`input '${n}': a sequence (time, ...) of one sample`);
+    const stream = model.stream();
+    const perStep = {};
+    let ms = 0;
+    let last = null;
+    const pushes = model.streaming.kind === "step" ? given[names[0]].length : 1;
+    for (let t = 0; t < pushes; t++) {
+      const feed = model.streaming.kind === "step" ? Object.fromEntries(names.map((n) => [n, given[n][t]])) : given;
+      last = await stream.push(names.length === 1 ? feed[names[0]] : feed);
+      ms += last.ms;
+      for (const [k, v] of Object.entries(last.outputs)) (perStep[k] = perStep[k] || []).push(nested(v.data, v.dims));
+    }
+    const asArrays = model.streaming.kind === "step" ? perStep : Object.fromEntries(Object.entries(perStep).map(([k, v]) => [k, v[0]]));
+    $("result").dataset.outputs = JSON.stringify(asArrays);
+    $("result").textContent = Object.entries(asArrays).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join("\n");
+    $("timing").textContent = model.streaming.kind === "step"
+      ? `${stream.steps} steps, ${(ms / Math.max(1, pushes)).toFixed(2)} ms per step`
+      : `one chunk of ${stream.steps} steps, ${ms.toFixed(2)} ms`;
+    const att = last && last.outputs.attention_weights;
+    drawAttention(att ? { dims: [1, ...att.dims], data: att.data } : null);  // the last push's, as for a sample
+  } catch (err) {
+    fail($("error"), err);
+  }
+}
+
+function showStream() {
+  const spec = model.streaming;
+  $("input-help").textContent = spec.kind === "step"
+    ? "One sample's sequence as JSON, (time, features) (or an object with one per input name): a new stream() " +
+      "from the initial state takes it one step at a time, carrying the states; the outputs of every step are shown."
+    : "One sample's chunk as JSON, (time, features) (or an object with one per input name): a new stream() from " +
+      "the initial state runs it as one chunk.";
+  $("random").textContent = "Random sequence";
+  $("run").textContent = "Stream";
+  $("input").value = JSON.stringify(randomSequence());
+}
+
 function showText() {
   $("input-help").textContent =
     "Texts, one per line: tokenized in the page as Keras's TextVectorization did " +
@@ -114,6 +189,7 @@ function showText() {
 $("random").addEventListener("click", () => {
   if (!model) return;
   if (model.tokenizer) { showText(); run(); return; }
+  if (model.streaming) { $("input").value = JSON.stringify(randomSequence()); run(); return; }
   const sample = model.randomSample();
   const value = model.inputs.length === 1 ? sample[model.inputs[0].name] : sample;
   $("input").value = JSON.stringify(value);
@@ -126,7 +202,32 @@ try {
   // absolute). Read from a meta tag: the page runs no inline script (its Content-Security-Policy forbids it).
   const wasmPaths = new URL(document.querySelector('meta[name="edgeattn-wasm-paths"]').content, document.baseURI).href;
   model = await EdgeAttn.load("model.onnx", { wasmPaths });
-  showSpec(model.meta);
+  showSpec(model.meta, model.streaming);
+  if (model.streaming) await startStream();
+  else await startChecked();
+} catch (err) {
+  check.dataset.status = "fail";
+  check.dataset.maxAbs = "Infinity";
+  check.textContent = `self-check: FAIL: ${err && err.message ? err.message : err}`;
+}
+
+// A streaming model may carry no reference set: say what it is, and check it only against what it stores.
+async function startStream() {
+  check.dataset.stream = model.streaming.kind;
+  showStream();
+  if (!model.meta.golden) {
+    check.dataset.status = "unchecked";
+    check.textContent = `${describeStream(model.streaming)}; no stored reference set, so no self-check`;
+    return;
+  }
+  const result = await model.selfCheck();
+  check.dataset.status = result.status;
+  check.dataset.maxAbs = String(result.maxAbs);
+  check.textContent = `${describeStream(model.streaming)}; self-check (verify --golden, here): ${result.message}`;
+}
+
+// Every other model: the stored reference set, re-run here (verify --golden).
+async function startChecked() {
   const result = await model.selfCheck();
   check.dataset.status = result.status;
   check.dataset.maxAbs = String(result.maxAbs);
@@ -134,10 +235,6 @@ try {
   const first = model.randomSample();
   $("input").value = JSON.stringify(model.inputs.length === 1 ? first[model.inputs[0].name] : first);
   if (model.tokenizer) showText();
-} catch (err) {
-  check.dataset.status = "fail";
-  check.dataset.maxAbs = "Infinity";
-  check.textContent = `self-check: FAIL: ${err && err.message ? err.message : err}`;
 }
 window.edgeattn = { EdgeAttn, get model() { return model; } };
 document.body.dataset.ready = "true";
