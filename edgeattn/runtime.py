@@ -16,6 +16,7 @@ input of the wrong shape or with NaN/inf, ``TypeError`` for an input of the wron
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import json
 import logging
@@ -36,6 +37,7 @@ ATTENTION_OUTPUT = "attention_weights"
 METADATA_PREFIX = "edgeattn."
 GOLDEN_KEY = "edgeattn.golden"
 TEXT_KEY = "edgeattn.text"  # a text model's tokenizer rules (JSON; see tokenizer.py)
+STREAM_KEY = "edgeattn.stream"  # a stream model's data inputs and carried states (JSON; see stream.py)
 # When a golden set records no tolerance; equals edgeattn.core.defaults.ATOL (this file imports nothing).
 GOLDEN_ATOL = 1e-4
 
@@ -235,7 +237,7 @@ def _filler(buffer: np.ndarray, check: bool):
     lanes (and never into the next lane). That is exact, and runs no numpy code between two runs, which on a
     small model costs more than the check itself (it evicts onnxruntime's code from the CPU's caches)."""
     dtype = buffer.dtype
-    if buffer.nbytes > SMALL_INPUT_BYTES:
+    if buffer.nbytes > SMALL_INPUT_BYTES or not buffer.size:  # (an empty buffer has no bytes to view)
 
         def fill_array(x) -> bool:
             if x.dtype is not dtype or (check and not (_finite(x) or np.isfinite(x).all())):
@@ -425,6 +427,7 @@ class Predictor:
         meta = self._session.get_modelmeta().custom_metadata_map
         self.metadata = {k: v for k, v in meta.items() if k.startswith(METADATA_PREFIX) and k != GOLDEN_KEY}
         self._golden = meta.get(GOLDEN_KEY)
+        self._stream = _sibling("stream").StreamSpec.read(self) if STREAM_KEY in self.metadata else None
         self._output_names = [o.name for o in self.outputs]
         # Hot path: per input, the fixed axes to check; per thread, IOBindings with buffers allocated once.
         ins = self.inputs
@@ -501,6 +504,8 @@ class Predictor:
         return arr.astype(spec.dtype, copy=False)
 
     def _feed(self, x) -> dict:
+        if self._stream is not None:  # a stream model: the states not given start at zeros (stream.py)
+            x = self._stream.complete(x)
         if isinstance(x, dict):
             missing = [s.name for s in self.inputs if s.name not in x]
             if missing:
@@ -623,6 +628,14 @@ class Predictor:
 
     __call__ = predict
 
+    def stream(self):
+        """A ``stream.Stream`` on a stream model: ``push`` a step (or chunk) at a time, the states carried."""
+        return _sibling("stream").Stream(self)
+
+    def window(self, steps: int | None = None):
+        """A ``stream.Window`` on a whole-window model: ``push`` a step, predict on the last ``steps`` steps."""
+        return _sibling("stream").Window(self, steps)
+
     def predict_text(self, texts, return_attention: bool = False):
         """``predict`` for a list of strings: a text model (exported from Keras's ``TextVectorization``) tokenizes
         them as Keras did, in pure Python, by the rules stored in the file (``edgeattn.text``, tokenizer.py)."""
@@ -673,6 +686,11 @@ def check_golden(predictor: Predictor, golden: dict) -> dict:
         result["outputs"][name] = {"max_abs": float(err.max(initial=0.0)), "atol": tolerance, "passed": ok}
         result["passed"] = result["passed"] and ok
     return result
+
+
+def _sibling(name: str):
+    """A module beside this file (stream.py): in the package, or copied into an application with it."""
+    return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
 
 
 def _shape(shape: tuple) -> str:

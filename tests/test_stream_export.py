@@ -201,3 +201,27 @@ def test_a_stateful_fixture_runs_in_chunks_as_keras_ran_them(tmp_path):
     assert done.returncode == 0, done.stderr
     got = _steps_of(tmp_path / "m.onnx", ref["x"], chunk=int(ref["chunk"]))
     assert np.max(np.abs(got - ref["chunks"])) < 1e-5
+
+
+def test_the_predictor_streams_an_exported_fixture_as_keras_stepped_it(tmp_path):
+    """Predictor.stream() on the exporter's own files (a step model with a growing cache, a stateful model in
+    chunks) against the Keras outputs saved with each fixture."""
+    from edgeattn.runtime import Predictor
+
+    ref = np.load(FIXTURES / "causal-lstm-mha.npz")
+    done = run_cli("export", FIXTURES / "causal-lstm-mha.keras", "-o", tmp_path / "step.onnx", "--streaming")
+    assert done.returncode == 0, done.stderr
+    stream = Predictor(tmp_path / "step.onnx").stream()
+    got = np.stack([stream.push(ref["x"][:, t]) for t in range(200)], axis=1)
+    assert np.max(np.abs(got - ref["steps"])) < 1e-5
+    stream.reset()
+    one = np.stack([stream.push(ref["x"][1, t]) for t in range(20)])  # one sample, no batch axis
+    assert np.max(np.abs(one - ref["steps"][1, :20])) < 1e-5
+
+    ref = np.load(FIXTURES / "k3-stateful-lstm.npz")
+    done = run_cli("export", FIXTURES / "k3-stateful-lstm.keras", "-o", tmp_path / "stateful.onnx")
+    assert done.returncode == 0, done.stderr
+    stream = Predictor(tmp_path / "stateful.onnx").stream()
+    chunk = int(ref["chunk"])
+    got = np.stack([stream.push(ref["x"][:, t : t + chunk]) for t in range(0, 200, chunk)], axis=1)
+    assert np.max(np.abs(got - ref["chunks"])) < 1e-5

@@ -79,6 +79,22 @@ from edgeattn.core.errors import InputError
     help="Then profile the Predictor's session per kernel with onnxruntime's profiler, at each batch size for "
     "the timing budget: the top kernels by time (node, op type, share, us per call) and the total.",
 )
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Time streaming instead, batch 1: a step model's Stream.push against one run of the whole window on "
+    "--full FULL, or a whole-window model's Window(T).push against predict on the window.",
+)
+@click.option(
+    "--full",
+    type=click.Path(path_type=Path),
+    help="With --stream and a step model: the whole-window model to compare a step with.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 100_000),
+    help="With --stream: the window's length where no model fixes it.  [default: 50]",
+)
 @json_file_option("Also write the results as JSON (with --profile, every kernel under 'profile').")
 @custom_layers_option
 def bench(
@@ -93,6 +109,9 @@ def bench(
     keep_quantized: bool,
     stored_graph: bool,
     profile: bool,
+    stream: bool,
+    full: Path | None,
+    steps: int | None,
     json_file: Path | None,
     custom_layers: tuple[str, ...],
 ) -> None:
@@ -116,9 +135,29 @@ def bench(
       edgeattn bench model.onnx --keras model.keras --litert --batch 1,256 --json bench.json
       edgeattn bench transformer.onnx --keras transformer.keras --litert --time 32
       edgeattn bench transformer.onnx --no-fuse-for-runtime --profile
+      edgeattn bench step.onnx --stream --full model.onnx --steps 50   # a step against the whole window
+      edgeattn bench models/seed.onnx --stream                         # Window(10).push against predict
     """
     from edgeattn.deploy import bench as bench_lib
 
+    if stream or full or steps:
+        from edgeattn.deploy import streambench
+
+        source = click.get_current_context().get_parameter_source
+        flags = {"keras_src": "--keras", "eager": "--eager", "litert": "--litert", "batches": "--batch",
+                 "time_steps": "--time", "keep_quantized": "--no-fold-weights", "stored_graph": "--no-fuse-for-runtime",
+                 "profile": "--profile", "custom_layers": "--custom-layers"}  # fmt: skip
+        given = [flag for name, flag in flags.items() if source(name).name != "DEFAULT"]
+        if not stream or given:
+            why = f"{', '.join(given)}: not with --stream (batch 1, the default Predictor)" if stream else (
+                "--full and --steps go with --stream")  # fmt: skip
+            raise InputError(why, hint="see `edgeattn bench --help`")
+        report = streambench.run(
+            model, full, steps, threads=threads, seconds=seconds, progress=stage_progress()
+        )
+        for line in report.lines():
+            emit(line)
+        return write_json(json_file, report.to_dict())
     if (eager or litert) and keras_src is None:
         raise InputError("--eager and --litert time the Keras source: give it with --keras SRC")
     report = bench_lib.run(

@@ -72,11 +72,14 @@ def export_stream(loaded, keras_model, out, options, say, start: float):
     missing = [name for name in stream.recurrent if name not in done]
     if missing:
         raise CheckFailedError(f"the recurrent layer {missing[0]!r} has no fused node to carry its state")
-    _speed_rewrites(proto, kerasmodel.vocab_size(keras_model), None)
+    steps = 1 if kind == "step" else kerasmodel.time_steps(keras_model)
+    _speed_rewrites(proto, kerasmodel.vocab_size(keras_model), steps)
     produced = {o for node in proto.graph.node for o in node.output}
     layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
     graph.name_dynamic_axes(proto, time_free=kind == "stateful" and kerasmodel.time_free(keras_model))
-    _check_structure(proto, kerasmodel.count_recurrent_layers(stream.model), [o.name for o in proto.graph.output])
+    _check_structure(
+        proto, kerasmodel.count_recurrent_layers(stream.model), [o.name for o in proto.graph.output]
+    )
 
     meta = {
         "kind": kind,

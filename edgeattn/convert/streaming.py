@@ -219,7 +219,9 @@ def _why_not_causal(op, kwargs) -> str | None:
         if op.padding != "causal" and op.kernel_size[0] != 1:
             return f"Conv1D layer {name!r} pads {op.padding!r}: it reads future steps (padding='causal' does not)"
         return None
-    if isinstance(op, (keras.layers.Attention, keras.layers.AdditiveAttention, keras.layers.MultiHeadAttention)):
+    if isinstance(
+        op, (keras.layers.Attention, keras.layers.AdditiveAttention, keras.layers.MultiHeadAttention)
+    ):
         if not kwargs.get("use_causal_mask"):
             return f"{kind} layer {name!r} attends over the whole window (it is not called with use_causal_mask=True)"
         if kwargs.get("return_attention_scores") or kwargs.get("attention_mask") is not None:
