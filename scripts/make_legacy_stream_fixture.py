@@ -31,24 +31,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_legacy_fixtures import side_python  # the one side venv, made one way
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "stream"
-VENV = Path(os.environ.get("EDGEATTN_LEGACY_VENV", Path.home() / ".cache" / "edgeattn-legacy-venv"))
 NAME = "tf215-stateful-lstm"
 STEPS = 200
-
-
-def side_python() -> Path:
-    """The side venv's python (TF 2.15, Keras 2), created on first use."""
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {VENV} (tensorflow-cpu==2.15.1; a few minutes)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "tensorflow-cpu==2.15.1", "h5py<3.12", "numpy<2"],
-            check=True,
-        )
-    return python
 
 
 def outside() -> None:

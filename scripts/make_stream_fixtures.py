@@ -27,6 +27,7 @@ Models:
   ``TimeDistributed(Dense(1))``.
 - ``causal-attention-gru``: ``GRU(12)`` -> Keras ``Attention`` with ``use_causal_mask=True`` -> ``Concatenate``
   -> ``Dense(1)`` at every step.
+- ``lstm64-mha``: ``causal-lstm-mha`` at the shipped model's width: ``LSTM(64)``, ``MultiHeadAttention(4, 16)``.
 
 The script checks (and prints) that the step references agree with the whole-sequence outputs.
 """
@@ -83,10 +84,24 @@ def causal_attention_gru():
     return keras.Model(inp, layers.Dense(1, name="head")(h), name="causal_attention_gru")
 
 
+def lstm64_mha():
+    """The shipped model's LSTM width (64) with a causal MultiHeadAttention(4 heads of 16): a size users ship,
+    for the step-against-window figures of ``bench --stream``."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((None, 3), name="x")
+    h = layers.LSTM(64, return_sequences=True, name="lstm")(inp)
+    a = layers.MultiHeadAttention(num_heads=4, key_dim=16, name="mha")(h, h, use_causal_mask=True)
+    h = layers.LayerNormalization(name="norm")(layers.Add(name="add")([h, a]))
+    return keras.Model(inp, layers.Dense(1, name="head")(h), name="lstm64_mha")
+
+
 CAUSAL = {
     "causal-lstm-mha": causal_lstm_mha,
     "causal-conv-gru": causal_conv_gru,
     "causal-attention-gru": causal_attention_gru,
+    "lstm64-mha": lstm64_mha,
 }
 
 

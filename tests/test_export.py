@@ -135,7 +135,6 @@ def test_structure_check_reports_loops_and_vendor_ops(seed_onnx_plain):
     ("inner", "cause"),
     [
         (lambda L: L.GRU(8, activation="elu", return_sequences=True), "uses activation='elu'"),
-        (lambda L: L.SimpleRNN(4, stateful=True, return_sequences=True), "is stateful"),
         (lambda L: L.GRU(4, return_state=True), "has return_state=True"),
     ],
 )

@@ -179,7 +179,8 @@ def _steps_of(path, x, chunk=1):
 @pytest.mark.parametrize(
     "name, streaming",
     [("tf215-stateful-lstm.h5", False), ("tf215-stateful-lstm.h5", True), ("k3-stateful-lstm.keras", True),
-     ("causal-lstm-mha.keras", True), ("causal-conv-gru.keras", True), ("causal-attention-gru.keras", True)],
+     ("causal-lstm-mha.keras", True), ("causal-conv-gru.keras", True), ("causal-attention-gru.keras", True),
+     ("lstm64-mha.keras", True)],
 )  # fmt: skip
 def test_each_fixture_steps_200_steps_as_keras_stepped_them(tmp_path, name, streaming):
     """The reference is Keras's own: the stateful model called one step at a time (``steps`` in the .npz,
@@ -225,3 +226,15 @@ def test_the_predictor_streams_an_exported_fixture_as_keras_stepped_it(tmp_path)
     chunk = int(ref["chunk"])
     got = np.stack([stream.push(ref["x"][:, t : t + chunk]) for t in range(0, 200, chunk)], axis=1)
     assert np.max(np.abs(got - ref["chunks"])) < 1e-5
+
+
+def test_a_stateful_bidirectional_layer_is_refused_with_the_reason(tmp_path):
+    x_in = keras.Input(batch_shape=(2, None, 3), name="x")
+    h = keras.layers.Bidirectional(keras.layers.LSTM(4, stateful=True, return_sequences=True), name="bi")(
+        x_in
+    )
+    keras.Model(x_in, keras.layers.Dense(1)(h)).save(tmp_path / "m.keras")
+    done = run_cli("export", tmp_path / "m.keras", "-o", tmp_path / "m.onnx")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: Bidirectional layer 'bi' is stateful: its backward direction")
+    assert not (tmp_path / "m.onnx").exists()

@@ -31,6 +31,19 @@ def _name_outputs(proto: onnx.ModelProto, attention_weights: bool, count: int) -
     return [o.name for o in proto.graph.output][:count]
 
 
+def tidied(proto: onnx.ModelProto, probes: list[str], count: int) -> tuple[onnx.ModelProto, list]:
+    """The converted graph's first clean-up: zero initial states dropped, a last step read from the final
+    state, onnx's basic optimizations; the outputs after the model's ``count`` (one per probed layer) dropped
+    again. Returns the graph and the (layer, tensor) pairs those outputs named."""
+    graph.drop_zero_initial_states(proto)
+    graph.last_step_from_final_state(proto)
+    proto = graph.optimize_basic(proto)
+    layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
+    del proto.graph.output[count:]
+    graph.prune_dead(proto)
+    return proto, layer_map
+
+
 def _speed_rewrites(proto: onnx.ModelProto, vocab: int | None, steps: int | None) -> None:
     """The graph rewrites that only make the model faster (constant reshape targets, LayerNormalization, plain
     token lookups, fewer kernels around attention's products). Each checks its own result; one that fails in

@@ -28,6 +28,7 @@ from edgeattn.convert.cleanup import (  # noqa: F401 - PREDICTION_OUTPUT: still 
     _listed,
     _name_outputs,
     _speed_rewrites,
+    tidied,
 )
 from edgeattn.convert.kerasmodel import count_recurrent_layers, time_free, time_steps
 from edgeattn.convert.provenance import GOLDEN_SAMPLES, _stamp  # noqa: F401 - GOLDEN_SAMPLES: as before
@@ -111,12 +112,7 @@ def export(
     before = len(proto.graph.node)
     count = len(keras_model.outputs)
     output_names = _name_outputs(proto, options.attention_weights, count)
-    graph.drop_zero_initial_states(proto)
-    graph.last_step_from_final_state(proto)
-    proto = graph.optimize_basic(proto)
-    layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
-    del proto.graph.output[count:]
-    graph.prune_dead(proto)
+    proto, layer_map = tidied(proto, probes, count)
     _speed_rewrites(proto, kerasmodel.vocab_size(keras_model), time_steps(keras_model))
     produced = {o for node in proto.graph.node for o in node.output}
     layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]

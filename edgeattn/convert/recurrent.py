@@ -84,7 +84,7 @@ def _unsupported_rnn(layer, where: str = "") -> list[str]:
         problems.append(f"{type(layer).__name__} layer {name}: only LSTM, GRU and SimpleRNN are fused")
         return problems
     if layer.stateful:
-        problems.append(f"{name} is stateful: state kept between calls cannot live in an ONNX file")
+        problems.append(f"{name} is stateful where edgeattn cannot carry its state (inside a nested model)")
     if layer.return_state and not isinstance(layer, keras.layers.LSTM):
         problems.append(f"{name} has return_state=True: only LSTM states can be exported")
     for role in ("activation", "recurrent_activation"):

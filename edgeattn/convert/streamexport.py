@@ -11,14 +11,15 @@ outputs are states. A failed check writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import onnx
 
 from edgeattn.convert import kerasmodel, recurrent, streaming, streamverify, tfconvert, written
-from edgeattn.convert.cleanup import _check_structure, _listed, _name_outputs, _speed_rewrites
+from edgeattn.convert.cleanup import _check_structure, _listed, _name_outputs, _speed_rewrites, tidied
 from edgeattn.core.errors import CheckFailedError, UnsupportedModelError
-from edgeattn.graphs import graph, onnxfile, streamstates
+from edgeattn.graphs import graph, onnxfile, stepgraph, streamstates
 
 
 def export_stream(loaded, keras_model, out, options, say, start: float):
@@ -58,12 +59,7 @@ def export_stream(loaded, keras_model, out, options, say, start: float):
     )
     for old, new in names.items():
         graph.rename_value(proto, old, new)
-    graph.drop_zero_initial_states(proto)
-    graph.last_step_from_final_state(proto)
-    proto = graph.optimize_basic(proto)
-    layer_map = [(name, o.name) for name, o in zip(probes, proto.graph.output[count:])]
-    del proto.graph.output[count:]
-    graph.prune_dead(proto)
+    proto, layer_map = tidied(proto, probes, count)
     for node, layers in fused.items():
         states = [stream.recurrent.get(layer.name) for layer in layers]
         if all(states):
@@ -74,6 +70,9 @@ def export_stream(loaded, keras_model, out, options, say, start: float):
         raise CheckFailedError(f"the recurrent layer {missing[0]!r} has no fused node to carry its state")
     steps = 1 if kind == "step" else kerasmodel.time_steps(keras_model)
     _speed_rewrites(proto, kerasmodel.vocab_size(keras_model), steps)
+    if kind == "step":  # it rewrites a copy: on any failure the graph stays as it was, and right
+        with contextlib.suppress(Exception):  # onnx and onnxruntime raise many kinds
+            stepgraph.fewer_reshapes(proto, kerasmodel.vocab_size(keras_model))
     produced = {o for node in proto.graph.node for o in node.output}
     layer_map = [(name, tensor) for name, tensor in layer_map if tensor in produced]
     graph.name_dynamic_axes(proto, time_free=kind == "stateful" and kerasmodel.time_free(keras_model))

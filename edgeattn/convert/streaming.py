@@ -308,8 +308,10 @@ def _attention_step(op, stream, extra_in, extra_out, max_steps, inputs, **kwargs
 
 def _mha_step(op, stream, extra_in, extra_out, max_steps, query, value, key=None, **kwargs):
 
+    packed = key is None or key is value
     key = value if key is None else key
-    layer = _layer("MultiHeadStep", op.name, op)  # its first output is the layer's
+    packed = packed and query is value  # self-attention: one product for the query, key and value
+    layer = _layer("MultiHeadStep", op.name, op, packed)  # its first output is the layer's
     past_key = _state_input(stream, extra_in, op.name, "key", (None, op._num_heads, op._key_dim), grows=True)
     value_dim = op._value_dim or op._key_dim
     past_value = _state_input(
@@ -348,17 +350,45 @@ def _classes() -> dict:
         """One query step of a MultiHeadAttention against the projected keys and values so far (the layer's
         own projections and attention, its weights)."""
 
-        def __init__(self, mha, **kwargs):
+        def __init__(self, mha, packed: bool, **kwargs):
             super().__init__(**kwargs)
-            self.mha = mha
+            self.mha, self.packed = mha, packed
 
         def call(self, query, value, key, past_key, past_value):
             mha = self.mha
+            if self.packed:
+                return self._packed(query, past_key, past_value)
             q = mha._query_dense(query)
             keys = keras.ops.concatenate([past_key, mha._key_dense(key)], axis=1)
             values = keras.ops.concatenate([past_value, mha._value_dense(value)], axis=1)
             out, _ = mha._compute_attention(q, keys, values, attention_mask=None, training=False)
             return mha._output_dense(out), keys, values
+
+        def _packed(self, x, past_key, past_value):
+            """The same arithmetic in fewer kernels: one product for q|k|v (1/sqrt(d) folded into q), one
+            Reshape per head split (one step: no transpose), the two products around the softmax."""
+            ops, mha = keras.ops, self.mha
+            heads, dk = mha._num_heads, mha._key_dim
+            dv = mha._value_dim or dk
+            denses = (mha._query_dense, mha._key_dense, mha._value_dense)
+            scales = (mha._inverse_sqrt_key_dim, 1.0, 1.0)
+            kernel = ops.concatenate(
+                [ops.reshape(d.kernel, (x.shape[-1], -1)) * c for d, c in zip(denses, scales)], 1
+            )
+            qkv = ops.matmul(x, kernel)
+            if mha._use_bias:
+                qkv = qkv + ops.concatenate(
+                    [ops.reshape(d.bias, (-1,)) * c for d, c in zip(denses, scales)], 0
+                )
+            q, k, v = ops.split(qkv, [heads * dk, 2 * heads * dk], axis=-1)
+            keys = ops.concatenate([past_key, ops.reshape(k, (-1, 1, heads, dk))], axis=1)
+            values = ops.concatenate([past_value, ops.reshape(v, (-1, 1, heads, dv))], axis=1)
+            scores = ops.matmul(ops.reshape(q, (-1, heads, 1, dk)), ops.transpose(keys, (0, 2, 3, 1)))
+            out = ops.matmul(ops.softmax(scores, axis=-1), ops.transpose(values, (0, 2, 1, 3)))
+            out = ops.matmul(
+                ops.reshape(out, (-1, 1, heads * dv)), ops.reshape(mha._output_dense.kernel, (heads * dv, -1))
+            )
+            return (out + mha._output_dense.bias if mha._use_bias else out), keys, values
 
     return {"Tail": Tail, "MultiHeadStep": MultiHeadStep}
 

@@ -69,18 +69,23 @@ function drawAttention(output) {
   box.hidden = false;
 }
 
+// The form's input as JSON, or undefined (and the error shown).
+function inputValue() {
+  try {
+    return JSON.parse($("input").value);
+  } catch (err) {
+    fail($("error"), new Error(`not valid JSON: ${err.message}`));
+    return undefined;
+  }
+}
+
 async function run() {
   $("error").textContent = "";
   if (!model) { $("error").textContent = "the model did not load (see the self-check above)"; return; }
   if (model.tokenizer) { await runText(); return; }
   if (model.streaming) { await runStream(); return; }
-  let value;
-  try {
-    value = JSON.parse($("input").value);
-  } catch (err) {
-    fail($("error"), new Error(`not valid JSON: ${err.message}`));
-    return;
-  }
+  const value = inputValue();
+  if (value === undefined) return;
   try {
     const { outputs, ms } = await model.predict(value);
     const asArrays = Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, nested(v.data, v.dims)]));
@@ -130,13 +135,8 @@ function randomSequence(steps = 8) {
 }
 
 async function runStream() {
-  let value;
-  try {
-    value = JSON.parse($("input").value);
-  } catch (err) {
-    fail($("error"), new Error(`not valid JSON: ${err.message}`));
-    return;
-  }
+  const value = inputValue();
+  if (value === undefined) return;
   try {
     const names = model.streaming.inputs;
     const given = names.length === 1 && Array.isArray(value) ? { [names[0]]: value } : value;
