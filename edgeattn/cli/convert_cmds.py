@@ -208,7 +208,8 @@ def export(
         states = result.stream["states"]
         shown = ", ".join(s["input"] for s in states[:6]) + (", ..." if len(states) > 6 else "")
         how = "one time step a run" if result.stream["kind"] == "step" else "a chunk of steps a run"
-        emit(f"  stream  {result.stream['kind']} model ({how}), {len(states)} states carried: {shown}")
+        count = f"{len(states)} state{'s' if len(states) != 1 else ''} carried"
+        emit(f"  stream  {result.stream['kind']} model ({how}), {count}: {shown}")
     emit(
         f"  parity  max abs error {result.parity.max_abs:.2e} over {result.parity.inputs} "
         f"(atol {atol:g} + rtol {rtol:g} * each tensor's scale): pass"
