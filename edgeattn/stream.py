@@ -171,13 +171,7 @@ class Stream:
         lane = self._lanes.get(x.shape) if type(x) is np.ndarray else None
         if lane is None or not lane[0](x):  # not an array of a known shape and dtype, finite: the checked way
             return self._push(x)
-        if lane[1] is None:
-            return self._go(lane)
-        run, arg = lane[1][self._cur]
-        run(arg, None)
-        self._cur ^= 1
-        self._fresh, self._last = False, lane[2]
-        return lane[3].copy()
+        return self._go(lane)
 
     def _go(self, lane):
         """A push on a lane, its inputs in: bound, a binding's run; else session.run on its buffers."""
@@ -191,7 +185,7 @@ class Stream:
         feed.update(zip(self._carried, self._states))
         outs = self._run(self._names, feed, None)
         self._states, self._fresh, self._last = outs[self._n :], False, (outs[: self._n], lane[6])
-        return self._view(outs[0], lane[6])
+        return self._view(outs[0], lane[6]).copy()  # not the array ``outputs`` reads
 
     def _push(self, x):
         arrays, unbatched = self._arrays(x)  # in the model's shapes

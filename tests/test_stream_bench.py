@@ -40,14 +40,13 @@ def test_a_step_against_the_whole_window(files):
     assert report.summary.startswith(
         f"a step costs {report.ratio.median:.2f} of a whole-window run of 50 steps"
     )
-    assert report.to_dict()["ratio"]["median"] == report.ratio.median
 
 
 def test_a_window_push_against_predict_on_the_window():
     report = streambench.run(SEED, seconds=0.5)
     assert report.kind == "window" and report.steps == 10 and report.full is None
     assert report.rows[0].name == "Window(10).push" and report.max_abs_vs_full == 0.0  # exact
-    assert 0 < report.ratio.median < 1.3  # measured at 0.98-1.00: no more than a predict
+    assert 0 < report.ratio.median < 1.5  # measured at 0.98-1.00; a copy of the window a push would show
 
 
 @pytest.mark.parametrize(

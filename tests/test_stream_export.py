@@ -5,6 +5,7 @@ are the tests' own (plain onnxruntime), not edgeattn's, and the references are K
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -39,29 +40,27 @@ def causal(tmp_path_factory):
     return folder, model, done.stdout
 
 
-def _step(path, x, cut=()):
-    """The tests' own stepping loop: zeros (empty caches) at the start, each state output fed back."""
+def _steps_of(path, x, chunk=1):
+    """The tests' own stepping loop (plain onnxruntime): zeros (empty caches) at the start, each state output
+    fed back, ``chunk`` steps a run; a many-to-one output stacked per run. Returns (outputs, metadata, the
+    last states)."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = json.loads(session.get_modelmeta().custom_metadata_map["edgeattn.stream"])
-    states = {
-        s["input"]: np.zeros((x.shape[0], *[0 if d is None else d for d in s["shape"]]), np.float32)
-        for s in meta["states"]
-    }
+    states = {s["input"]: np.zeros((x.shape[0], *[0 if d is None else d for d in s["shape"]]), np.float32)
+              for s in meta["states"]}  # fmt: skip
+    names = [o.name for o in session.get_outputs()]
     outs = []
-    for t in range(x.shape[1]):
-        result = session.run(None, {meta["inputs"][0]: x[:, t : t + 1], **states})
-        named = dict(zip([o.name for o in session.get_outputs()], result))
+    for t in range(0, x.shape[1], chunk):
+        named = dict(zip(names, session.run(None, {meta["inputs"][0]: x[:, t : t + chunk], **states})))
         outs.append(named[meta["outputs"][0]])
-        for s in meta["states"]:
-            if s["output"] not in cut:
-                states[s["input"]] = named[s["output"]]
-    return np.concatenate(outs, axis=1), meta, states
+        states.update({s["input"]: named[s["output"]] for s in meta["states"]})
+    return (np.concatenate(outs, axis=1) if outs[0].ndim == 3 else np.stack(outs, axis=1)), meta, states
 
 
-def test_the_step_model_of_a_causal_model_gives_keras_full_run_at_every_step(causal):
+def test_the_step_model_of_a_causal_model_gives_keras_full_run_at_every_step_of_its_cache(causal):
     folder, model, printed = causal
     x = np.random.default_rng(0).normal(size=(2, 200, 3)).astype(np.float32)
-    got, meta, states = _step(folder / "step.onnx", x)
+    got, meta, states = _steps_of(folder / "step.onnx", x)
     want = np.asarray(model(x))  # Keras on the whole sequence: causal, so position t is the output so far
     assert np.max(np.abs(got[:, :64] - want[:, :64])) < 1e-5
     names = [s["input"] for s in meta["states"]]
@@ -85,7 +84,7 @@ def test_without_a_cap_two_hundred_steps_match_keras(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     x = np.random.default_rng(1).uniform(-1, 1, size=(3, 200, 3)).astype(np.float32)
-    got, _, _ = _step(tmp_path / "s.onnx", x)
+    got, _, _ = _steps_of(tmp_path / "s.onnx", x)
     assert np.max(np.abs(got - np.asarray(model(x)))) < 1e-5
 
 
@@ -93,7 +92,8 @@ def test_verify_passes_the_stream_and_fails_a_cut_state_naming_the_step(causal, 
     folder, _, _ = causal
     done = run_cli("verify", folder / "step.onnx", "--lengths", "1,12", "--batches", "1,2")
     assert done.returncode == 0, done.stderr
-    assert "verify: pass" in done.stdout and "mha" in done.stdout  # the layers are compared too
+    assert "verify: pass" in done.stdout
+    assert re.search(r"^  mha +\S+ .* pass$", done.stdout, re.M), done.stdout  # the layers are compared too
     proto = onnx.load(folder / "step.onnx")
     kept = [o for o in proto.graph.output if o.name != "lstm/h_next"]
     del proto.graph.output[:]
@@ -109,6 +109,7 @@ def test_a_stateful_model_carries_its_state_across_chunks_like_keras(tmp_path):
     keras.utils.set_random_seed(5)
     x_in = keras.Input(batch_shape=(2, None, 4), name="x")
     h = keras.layers.LSTM(10, stateful=True, return_sequences=True, name="lstm")(x_in)
+    h = keras.layers.SimpleRNN(5, stateful=True, return_sequences=True, name="rnn")(h)
     h = keras.layers.GRU(6, stateful=True, name="gru")(h)
     model = keras.Model(x_in, keras.layers.Dense(2, name="out")(h))
     model.save(tmp_path / "stateful.keras")
@@ -123,12 +124,12 @@ def test_a_stateful_model_carries_its_state_across_chunks_like_keras(tmp_path):
         want.append(np.asarray(model(x[:, start : start + 15])))
     session = ort.InferenceSession(str(tmp_path / "stateful.onnx"), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    assert names == ["x", "lstm/h", "lstm/c", "gru/h"]
-    state = {"lstm/h": np.zeros((2, 10), np.float32), "lstm/c": np.zeros((2, 10), np.float32),
-             "gru/h": np.zeros((2, 6), np.float32)}  # fmt: skip
+    assert names == ["x", "lstm/h", "lstm/c", "rnn/h", "gru/h"]
+    sizes = {"lstm/h": 10, "lstm/c": 10, "rnn/h": 5, "gru/h": 6}
+    state = {name: np.zeros((2, size), np.float32) for name, size in sizes.items()}
     for i, start in enumerate(range(0, 60, 15)):
-        y, h1, c1, g1 = session.run(None, {"x": x[:, start : start + 15], **state})
-        state = {"lstm/h": h1, "lstm/c": c1, "gru/h": g1}
+        y, *carried = session.run(None, {"x": x[:, start : start + 15], **state})
+        state = dict(zip(sizes, carried))
         assert np.max(np.abs(y - want[i])) < 1e-5, i
 
 
@@ -140,6 +141,11 @@ def test_a_stateful_model_carries_its_state_across_chunks_like_keras(tmp_path):
         (lambda h: keras.layers.Attention(name="att")([h, h]), "'att' attends over the whole window"),
         (lambda h: keras.layers.GlobalAveragePooling1D(name="pool")(h), "'pool' pools over the whole window"),
         (lambda h: keras.layers.Conv1D(4, 3, padding="same", name="conv")(h), "'conv' pads 'same'"),
+        (lambda h: (lambda c: c(c(h)))(keras.layers.Conv1D(4, 3, padding="causal", name="conv")),
+         "'conv' is called more than once"),
+        (lambda h: keras.layers.LSTM(4, return_sequences=True, name="dec")(
+            h, initial_state=keras.layers.LSTM(4, return_state=True, name="enc")(h)[1:]),
+         "'dec' takes its initial state from another layer"),
     ],
 )  # fmt: skip
 def test_a_layer_that_reads_the_future_is_refused_by_name(tmp_path, layer, words):
@@ -161,21 +167,6 @@ def test_the_shipped_window_model_is_refused_with_the_way_to_stream_it(tmp_path)
 FIXTURES = MODELS.parent / "tests" / "fixtures" / "stream"
 
 
-def _steps_of(path, x, chunk=1):
-    """Stepping by ``chunk`` steps a run; a many-to-one output is stacked per run."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    meta = json.loads(session.get_modelmeta().custom_metadata_map["edgeattn.stream"])
-    states = {s["input"]: np.zeros((x.shape[0], *[0 if d is None else d for d in s["shape"]]), np.float32)
-              for s in meta["states"]}  # fmt: skip
-    names = [o.name for o in session.get_outputs()]
-    outs = []
-    for t in range(0, x.shape[1], chunk):
-        named = dict(zip(names, session.run(None, {meta["inputs"][0]: x[:, t : t + chunk], **states})))
-        outs.append(named[meta["outputs"][0]])
-        states.update({s["input"]: named[s["output"]] for s in meta["states"]})
-    return np.concatenate(outs, axis=1) if outs[0].ndim == 3 else np.stack(outs, axis=1)
-
-
 @pytest.mark.parametrize(
     "name, streaming",
     [("tf215-stateful-lstm.h5", False), ("tf215-stateful-lstm.h5", True), ("k3-stateful-lstm.keras", True),
@@ -191,7 +182,7 @@ def test_each_fixture_steps_200_steps_as_keras_stepped_them(tmp_path, name, stre
     done = run_cli("export", source, "-o", tmp_path / "m.onnx", *args)
     assert done.returncode == 0, done.stderr
     x = ref["x"]
-    got = _steps_of(tmp_path / "m.onnx", x)
+    got, _, _ = _steps_of(tmp_path / "m.onnx", x)
     assert got.shape == ref["steps"].shape
     assert np.max(np.abs(got - ref["steps"])) < 1e-5
 
@@ -200,7 +191,7 @@ def test_a_stateful_fixture_runs_in_chunks_as_keras_ran_them(tmp_path):
     ref = np.load(FIXTURES / "k3-stateful-lstm.npz")
     done = run_cli("export", FIXTURES / "k3-stateful-lstm.keras", "-o", tmp_path / "m.onnx")
     assert done.returncode == 0, done.stderr
-    got = _steps_of(tmp_path / "m.onnx", ref["x"], chunk=int(ref["chunk"]))
+    got, _, _ = _steps_of(tmp_path / "m.onnx", ref["x"], chunk=int(ref["chunk"]))
     assert np.max(np.abs(got - ref["chunks"])) < 1e-5
 
 
@@ -238,3 +229,29 @@ def test_a_stateful_bidirectional_layer_is_refused_with_the_reason(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("error: Bidirectional layer 'bi' is stateful: its backward direction")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_step_model_in_ort_format_streams_like_the_onnx_one(tmp_path):
+    ref = np.load(FIXTURES / "causal-conv-gru.npz")
+    done = run_cli("export", FIXTURES / "causal-conv-gru.keras", "-o", tmp_path / "step.ort", "--streaming")
+    assert done.returncode == 0, done.stderr
+    assert "ORT     same outputs as the ONNX graph" in done.stdout
+    from edgeattn.runtime import Predictor
+
+    stream = Predictor(tmp_path / "step.ort").stream()
+    got = np.stack([stream.push(ref["x"][:, t]) for t in range(60)], axis=1)
+    assert np.max(np.abs(got - ref["steps"][:, :60])) < 1e-5
+
+
+def test_layers_after_a_many_to_one_layer_stream_and_a_static_input_is_refused(tmp_path):
+    """After LSTM(return_sequences=False) there is no time axis: a LayerNormalization on axis 1 is per sample."""
+    keras.utils.set_random_seed(6)
+    x_in = keras.Input((None, 3), name="x")
+    h = keras.layers.LayerNormalization(axis=1, name="norm")(keras.layers.LSTM(5, name="lstm")(x_in))
+    keras.Model(x_in, keras.layers.Dense(1)(h)).save(tmp_path / "m.keras")
+    done = run_cli("export", tmp_path / "m.keras", "-o", tmp_path / "m.onnx", "--streaming")
+    assert done.returncode == 0, done.stderr
+    static = keras.Input((4,), name="static")
+    keras.Model(static, keras.layers.Dense(1)(static)).save(tmp_path / "s.keras")
+    done = run_cli("export", tmp_path / "s.keras", "-o", tmp_path / "s.onnx", "--streaming")
+    assert done.returncode == 2 and "input 'static' of shape (None, 4) has no time axis" in done.stderr

@@ -130,9 +130,8 @@ def train(task: str, epochs: int, seed: int, samples: int, output: Path, force: 
 @click.option(
     "--max-steps",
     type=click.IntRange(2, 1_000_000),
-    default=256,
-    show_default=True,
-    help="With --streaming: the most steps a causal attention keeps in its key/value cache.",
+    default=None,
+    help="With --streaming: the most steps a causal attention attends to (its key/value cache).  [default: 256]",
 )
 @force_option
 @custom_layers_option
@@ -148,7 +147,7 @@ def export(
     rtol: float,
     no_golden: bool,
     streaming: bool,
-    max_steps: int,
+    max_steps: int | None,
     force: bool,
     custom_layers: tuple[str, ...],
     input_specs: tuple[str, ...],
@@ -180,6 +179,9 @@ def export(
     from edgeattn.convert.export import ExportOptions
     from edgeattn.convert.export import export as run_export
 
+    if max_steps is not None and not streaming:
+        raise click.UsageError("--max-steps is for a step model: add --streaming")
+
     options = ExportOptions(
         opset=opset,
         attention_weights=True if attention_weights == "*" else (attention_weights or False),
@@ -192,7 +194,7 @@ def export(
         input_specs=input_specs,
         max_params=max_params,
         streaming=streaming,
-        max_steps=max_steps,
+        max_steps=max_steps or ExportOptions.max_steps,
     )
     result = run_export(src, output, options, progress=stage_progress())
     s = result.summary
@@ -345,7 +347,9 @@ def _verify_golden(model: Path, json_file: Path | None) -> None:
     try:
         result = predictor.self_check()
     except ValueError as exc:
-        raise InputError(str(exc), hint="re-export without --no-golden") from None
+        stream = "edgeattn.stream" in predictor.metadata  # a step's outputs depend on the state carried to it
+        hint = f"a stream model is checked by stepping it: edgeattn verify {model}" if stream else None
+        raise InputError(str(exc), hint=hint or "re-export without --no-golden") from None
     emit(f"{model}: stored reference outputs re-run with onnxruntime ({predictor.providers[0]})")
     for name, r in result["outputs"].items():
         emit(

@@ -4,9 +4,11 @@
 ``tfgraphscan`` and ``safeops`` (SavedModel folders), ``textmodel`` and ``textdata`` (TextVectorization
 models), ``custom_layers``, ``kerasmodel``, ``layers`` (edgeattn's own layers), ``params``, ``tfops``.
 Converting: ``recurrent`` and ``standins`` (layers converted as the fewest kernels), ``tfconvert`` (tf2onnx),
-``cleanup``, ``provenance`` and ``export`` (the whole export), ``verify`` (parity against Keras), ``tasks`` (the
-training tasks), and the child sides of the sandbox and of bench (``sandbox_child``, ``bench_child``, run as
-``python -m``).
+``cleanup``, ``provenance`` and ``export`` (the whole export), ``written`` (the export's options, result and
+atomic write), ``verify`` (parity against Keras). Streaming: ``streaming`` (a model rebuilt to run one step at a
+time, or as a stateful model; the layers refused), ``streamexport`` (its export), ``streamverify`` (its check,
+step by step against Keras on the whole sequence). Also ``tasks`` (the training tasks), and the child sides
+of the sandbox and of bench (``sandbox_child``, ``bench_child``, run as ``python -m``).
 
 What it may import: TensorFlow, Keras, tf2onnx and every folder below it: ``edgeattn.core``,
 ``edgeattn.graphs``, ``edgeattn.deploy``, and ``edgeattn.runtime``; not cli. Heavy imports happen inside

@@ -66,6 +66,11 @@ def export(
     from edgeattn.convert import tfgraph
 
     if tfgraph.is_graph_savedmodel(src):  # a SavedModel without a Keras config: its signature's graph
+        if options.streaming:
+            raise UnsupportedModelError(
+                f"{src} has no Keras layers: --streaming rebuilds a model layer by layer",
+                hint="export the Keras model it was saved from, or this folder without --streaming",
+            )
         return _export_graph_folder(src, out, options, say, start)
     say(f"reading {Path(src).name} (its config is checked before Keras sees it)")
     loaded = load_model(

@@ -20,6 +20,7 @@ from edgeattn.convert import kerasmodel, recurrent, streaming, streamverify, tfc
 from edgeattn.convert.cleanup import _check_structure, _listed, _name_outputs, _speed_rewrites, tidied
 from edgeattn.core.errors import CheckFailedError, UnsupportedModelError
 from edgeattn.graphs import graph, onnxfile, stepgraph, streamstates
+from edgeattn.graphs.cases import Case
 
 
 def export_stream(loaded, keras_model, out, options, say, start: float):
@@ -82,7 +83,7 @@ def export_stream(loaded, keras_model, out, options, say, start: float):
 
     meta = {
         "kind": kind,
-        "max_steps": options.max_steps if kind == "step" else None,
+        "max_steps": options.max_steps if any(s.grows for s in stream.states) else None,
         "inputs": [i.name for i in proto.graph.input[: stream.data_inputs]],
         "outputs": [o.name for o in proto.graph.output[: stream.data_outputs]],
         "states": [s.as_json() for s in stream.states],
@@ -94,10 +95,14 @@ def export_stream(loaded, keras_model, out, options, say, start: float):
         else proto
     )
     session = onnxfile.open_session(probed, ["cpu"], fuse_for_runtime=False)
-    cases = streamverify.sequence_cases(session, meta, streamverify.EXPORT_LENGTHS, (1, 3),
+    stateful = keras_model if kind == "stateful" else None  # its own run, chunk by chunk, is the reference
+    batches = streamverify.fixed_batch(stateful) or (1, 3)
+    cases = streamverify.sequence_cases(session, meta, streamverify.EXPORT_LENGTHS, batches,
                                         vocab=kerasmodel.vocab_size(keras_model))  # fmt: skip
     say(f"checking the stream against Keras on {len(cases)} seeded sequences, step by step")
-    parity = streamverify.check(session, stream.reference, meta, cases, layer_map, options.atol, options.rtol)
+    parity = streamverify.check(
+        session, stream.reference, meta, cases, layer_map, options.atol, options.rtol, stateful
+    )
     if not parity:
         raise CheckFailedError(f"stream check failed: {parity.failures()[0]}", hint="nothing was written")
 
@@ -114,6 +119,10 @@ def export_stream(loaded, keras_model, out, options, say, start: float):
     # no golden set: a step's outputs depend on the state carried to it (verify steps whole sequences instead)
     _stamp(proto, loaded.source.path, loaded.source.sha256, out, None, options, parity, None, facts)
     parity.inputs = f"{parity.inputs}, fed {'one step' if kind == 'step' else 'one chunk'} a run"
-    result = written.write(proto, out, options, [], say, parity, start, before)
+    checked = []
+    if out.suffix.lower() == ".ort":  # the runs of one sequence: what the ORT-format twin must give as well
+        feeds = streamverify.runs(session, meta, cases[-1].feed, [], streamverify.chunk_of(session, meta))
+        checked = [Case(f"run {i}", feed) for i, (feed, _) in enumerate(feeds)]
+    result = written.write(proto, out, options, checked, say, parity, start, before)
     result.stream = meta
     return result

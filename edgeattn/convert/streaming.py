@@ -15,8 +15,8 @@ layers (``Functional._run_through_graph``), each layer called on the step's tens
   a cache of the keys and values so far (``<layer>/value``, ``<layer>/key``; projected ones for
   MultiHeadAttention), which grows by one step a run up to ``max_steps``.
 
-Any other layer is refused by name with the reason (a Bidirectional reads the sequence backwards; attention
-without a causal mask, pooling or Flatten read the whole window). Nothing here runs ONNX.
+Any other layer is refused by name with the reason (``causality``: a Bidirectional reads the sequence
+backwards; attention without a causal mask, pooling or Flatten read the whole window). Nothing here runs ONNX.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+from edgeattn.convert import causality
 from edgeattn.core.errors import UnsupportedModelError
 
 STATE_SEP = (
@@ -31,15 +32,6 @@ STATE_SEP = (
 )
 NEXT = "_next"  # the output that carries a state to the next run: lstm/h -> lstm/h_next
 DEFAULT_MAX_STEPS = 256
-
-# Layers that act on each time step alone (on the last axis), and so are causal as they are.
-_POINTWISE = (
-    "InputLayer", "Dense", "Activation", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
-    "AlphaDropout", "LayerNormalization", "BatchNormalization", "UnitNormalization", "Add", "Subtract",
-    "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Embedding", "ReLU", "LeakyReLU", "PReLU",
-    "ELU", "Softmax", "Rescaling", "Identity", "TimeDistributed",
-)  # fmt: skip
-_LAST_AXIS = ("LayerNormalization", "BatchNormalization", "UnitNormalization", "Concatenate", "Softmax")
 
 
 @dataclass(frozen=True)
@@ -102,17 +94,21 @@ def build(model, kind: str, max_steps: int | None = DEFAULT_MAX_STEPS) -> Stream
     layer that reads the future (step) with an ``UnsupportedModelError`` that names it."""
     import keras
 
-    graph = _graph_of(model)
-    if kind == "step":
-        problems = [p for p in (_why_not_causal(op, kwargs) for op, kwargs in _calls(graph)) if p]
-        if problems:
-            raise UnsupportedModelError(
-                f"cannot stream {model.name!r}: {problems[0]}" if len(problems) == 1 else
-                f"cannot stream {model.name!r}: {len(problems)} layers read more than the past:",
-                details=problems if len(problems) > 1 else [],
-                hint="a step model needs layers that read only the past along time; for a whole-window model "
-                "use Predictor.window(T), which re-runs the window on each step",
-            )  # fmt: skip
+    if max_steps is not None and max_steps < 2:
+        raise UnsupportedModelError(
+            f"max_steps must be at least 2 (the step and one before it), got {max_steps}"
+        )
+    graph = causality.graph_of(model)
+    problems = causality.problems(graph, kind)
+    if problems:
+        what = "stream" if kind == "step" else "carry the state of"
+        raise UnsupportedModelError(
+            f"cannot {what} {model.name!r}: {problems[0]}" if len(problems) == 1 else
+            f"cannot {what} {model.name!r}: {len(problems)} problems:",
+            details=problems if len(problems) > 1 else [],
+            hint="a step model needs layers that read only the past along time; for a whole-window model "
+            "use Predictor.window(T), which re-runs the window on each step",
+        )  # fmt: skip
     stream = StreamModel(kind, None, None, len(graph.inputs), len(graph.outputs), max_steps=max_steps)
     twins = {}
 
@@ -127,25 +123,25 @@ def build(model, kind: str, max_steps: int | None = DEFAULT_MAX_STEPS) -> Stream
         return twins[id(layer)]
 
     free = [
-        keras.Input(batch_shape=(None, None, *t.shape[2:]), dtype=t.dtype, name=_name(t))
+        keras.Input(batch_shape=(None, None, *t.shape[2:]), dtype=t.dtype, name=causality.input_name(t))
         for t in graph.inputs
     ]
     stream.reference = keras.Model(free, graph._run_through_graph(free, operation_fn=twin), name=model.name)
+    extra_in, extra_out = [], []
     if kind == "stateful":
         inputs = [
-            keras.Input(batch_shape=(None, *t.shape[1:]), dtype=t.dtype, name=_name(t)) for t in graph.inputs
-        ]
-        outputs = graph._run_through_graph(inputs, operation_fn=twin)
-        extra_in, extra_out = [], []
-    else:
-        inputs = [
-            keras.Input(batch_shape=(None, 1, *t.shape[2:]), dtype=t.dtype, name=_name(t))
+            keras.Input(batch_shape=(None, *t.shape[1:]), dtype=t.dtype, name=causality.input_name(t))
             for t in graph.inputs
         ]
-        extra_in, extra_out = [], []
+        outputs = graph._run_through_graph(inputs, operation_fn=twin)
+    else:
+        inputs = [
+            keras.Input(batch_shape=(None, 1, *t.shape[2:]), dtype=t.dtype, name=causality.input_name(t))
+            for t in graph.inputs
+        ]
 
         def call(op, *args, **kwargs):
-            step = _stepper(op, kwargs)
+            step = _stepper(op)
             if step is None:
                 return op(*args, **kwargs)
             return step(op, stream, extra_in, extra_out, max_steps, *args, **kwargs)
@@ -156,7 +152,7 @@ def build(model, kind: str, max_steps: int | None = DEFAULT_MAX_STEPS) -> Stream
     for layer in stream.model.layers:
         if kind == "step" or layer in twins.values():
             if isinstance(layer, keras.layers.RNN):
-                stream.recurrent[layer.name] = _recurrent_states(layer, layer.name)
+                stream.recurrent[layer.name] = _recurrent_states(layer)
             elif isinstance(layer, keras.layers.Bidirectional):
                 raise UnsupportedModelError(
                     f"Bidirectional layer {layer.name!r} is stateful: its backward direction reads each chunk "
@@ -175,79 +171,7 @@ def _stateless(config: dict) -> dict:
     return config
 
 
-def _graph_of(model):
-    """The functional graph of ``model`` (a Sequential's inner one)."""
-    from keras.src.models.functional import Functional
-
-    inner = getattr(model, "_functional", None) if not isinstance(model, Functional) else model
-    if inner is None:
-        raise UnsupportedModelError(
-            f"{model.name!r} is a subclassed model: edgeattn streams functional and Sequential models only",
-            hint="rebuild it with the functional API (keras.Input and layer calls)",
-        )
-    return inner
-
-
-def _name(tensor) -> str:
-    return tensor._keras_history.operation.name
-
-
-def _calls(graph):
-    """(operation, call kwargs) of every node of ``graph``."""
-    for nodes in graph._nodes_by_depth.values():
-        for node in nodes:
-            if node.operation is not None and not node.is_input:
-                yield node.operation, dict(node.arguments.kwargs)
-
-
-def _why_not_causal(op, kwargs) -> str | None:
-    """Why the layer ``op`` reads more than the past along time (None: it does not)."""
-    import keras
-
-    kind, name = type(op).__name__, op.name
-    if isinstance(op, keras.layers.Bidirectional):
-        return f"Bidirectional layer {name!r} reads the sequence backwards"
-    if isinstance(op, keras.layers.RNN):
-        if type(op) not in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN):
-            return f"{kind} layer {name!r}: only LSTM, GRU and SimpleRNN are streamed"
-        if op.go_backwards:
-            return f"{kind} layer {name!r} has go_backwards=True: it reads the sequence backwards"
-        return None
-    if isinstance(op, keras.layers.Conv1D):
-        if op.strides[0] != 1:
-            return f"Conv1D layer {name!r} has strides {op.strides[0]}: one output per step needs stride 1"
-        if op.padding != "causal" and op.kernel_size[0] != 1:
-            return f"Conv1D layer {name!r} pads {op.padding!r}: it reads future steps (padding='causal' does not)"
-        return None
-    if isinstance(
-        op, (keras.layers.Attention, keras.layers.AdditiveAttention, keras.layers.MultiHeadAttention)
-    ):
-        if not kwargs.get("use_causal_mask"):
-            return f"{kind} layer {name!r} attends over the whole window (it is not called with use_causal_mask=True)"
-        if kwargs.get("return_attention_scores") or kwargs.get("attention_mask") is not None:
-            return f"{kind} layer {name!r}: attention scores or an explicit mask cannot be streamed"
-        if kwargs.get("mask") is not None:
-            return f"{kind} layer {name!r}: a padding mask cannot be streamed"
-        if isinstance(op, keras.layers.MultiHeadAttention) and op._attention_axes not in (None, (1,)):
-            return f"MultiHeadAttention layer {name!r} attends over axes {op._attention_axes}"
-        return None
-    if kind == "TimeDistributed":
-        inner = _why_not_causal(op.layer, {})
-        return f"TimeDistributed layer {name!r}: {inner}" if inner else None
-    if kind in _POINTWISE:
-        axis = getattr(op, "axis", -1)
-        axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-        if kind in _LAST_AXIS and axis not in (-1, 2):
-            return f"{kind} layer {name!r} acts along axis {axis}, not on each step alone"
-        return None
-    if kind.startswith("Global") or "Pooling" in kind:
-        return f"{kind} layer {name!r} pools over the whole window"
-    if kind in ("Flatten", "Reshape", "Permute", "RepeatVector", "Cropping1D", "ZeroPadding1D"):
-        return f"{kind} layer {name!r} reshapes the time axis"
-    return f"{kind} layer {name!r}: edgeattn cannot tell that it reads only the past along time"
-
-
-def _stepper(op, kwargs):
+def _stepper(op):
     """The function that calls ``op`` on one step with its carried state (None: ``op`` is called as it is)."""
     import keras
 
@@ -310,7 +234,7 @@ def _mha_step(op, stream, extra_in, extra_out, max_steps, query, value, key=None
 
     packed = key is None or key is value
     key = value if key is None else key
-    packed = packed and query is value  # self-attention: one product for the query, key and value
+    packed = packed and query is value and op._output_shape is None  # self-attention: one q|k|v product
     layer = _layer("MultiHeadStep", op.name, op, packed)  # its first output is the layer's
     past_key = _state_input(stream, extra_in, op.name, "key", (None, op._num_heads, op._key_dim), grows=True)
     value_dim = op._value_dim or op._key_dim
@@ -323,12 +247,12 @@ def _mha_step(op, stream, extra_in, extra_out, max_steps, query, value, key=None
     return out
 
 
-def _recurrent_states(layer, owner: str) -> list[State]:
-    """The states of one recurrent layer, named ``owner/h`` (and ``owner/c`` for an LSTM)."""
+def _recurrent_states(layer) -> list[State]:
+    """The states of one recurrent layer, named ``lstm/h`` (and ``lstm/c`` for an LSTM)."""
     import keras
 
     names = ("h", "c") if isinstance(layer, keras.layers.LSTM) else ("h",)
-    return [State(owner, n, (int(layer.units),)) for n in names]
+    return [State(layer.name, n, (int(layer.units),)) for n in names]
 
 
 @functools.cache

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from edgeattn.convert.kerasmodel import keras_outputs, with_layer_outputs
+from edgeattn.core.errors import InputError
 from edgeattn.graphs.cases import Case, InputSpec, compare, make_cases
 from edgeattn.graphs.streamstates import STREAM_KEY
 
@@ -31,7 +32,15 @@ def stream_meta(proto_or_meta) -> dict | None:
     meta = proto_or_meta
     if not isinstance(meta, dict):
         meta = {p.key: p.value for p in proto_or_meta.metadata_props}
-    return json.loads(meta[STREAM_KEY]) if STREAM_KEY in meta else None
+    if STREAM_KEY not in meta:
+        return None
+    try:
+        entry = json.loads(meta[STREAM_KEY])
+        assert {"kind", "inputs", "outputs", "states"} <= set(entry)
+        assert all({"input", "output", "shape"} <= set(s) for s in entry["states"])
+    except (ValueError, TypeError, AssertionError):
+        raise InputError(f"the model's {STREAM_KEY} entry is not one edgeattn wrote (not its JSON)") from None
+    return entry
 
 
 def chunk_of(session, meta: dict) -> int:
@@ -40,6 +49,12 @@ def chunk_of(session, meta: dict) -> int:
         return 1
     shape = next(i for i in session.get_inputs() if i.name == meta["inputs"][0]).shape
     return shape[1] if isinstance(shape[1], int) else CHUNK
+
+
+def fixed_batch(stateful) -> tuple | None:
+    """The batch size a Keras model with stateful layers is built for, as a batch list (None: not stateful)."""
+    size = stateful.inputs[0].shape[0] if stateful is not None else None
+    return (size,) if isinstance(size, int) else None
 
 
 def sequence_cases(
@@ -57,18 +72,27 @@ def sequence_cases(
     return make_cases(specs, batches=batches, lengths=lengths, seed=seed, vocab=vocab)
 
 
-def check(session, reference, meta: dict, cases: list[Case], layer_map=(), atol=1e-4, rtol=0.0):
+def check(
+    session, reference, meta: dict, cases: list[Case], layer_map=(), atol=1e-4, rtol=0.0, stateful=None
+):
     """Step ``session`` through each case and compare with ``reference`` (the full-sequence Keras model); with
     ``layer_map`` ((Keras layer, ONNX tensor) pairs that the session outputs), every layer too. Returns a
-    ``ParityReport`` whose ``layers`` are those layers and ``diverges`` the first step out of tolerance."""
+    ``ParityReport`` whose ``layers`` are those layers and ``diverges`` the first step out of tolerance.
+    ``stateful``: the Keras model with ``stateful=True`` layers, whose own run chunk by chunk is then the
+    reference (what a stateful model means: a layer may read a whole chunk); the cases take its batch size."""
     names = [*meta["outputs"], *(tensor for _, tensor in layer_map)]
-    keras_model = with_layer_outputs(reference, [n for n, _ in layer_map]) if layer_map else reference
+    probed = [n for n, _ in layer_map]
+    keras_model = with_layer_outputs(reference, probed) if layer_map else reference
     sequence = [t.shape[1] is None for t in keras_model.outputs]  # else: no time axis (many-to-one)
     chunk = chunk_of(session, meta)
+    if stateful is not None:
+        chunked = with_layer_outputs(stateful, probed) if layer_map else stateful
+        want = lambda feed: _chunked(stateful, chunked, feed, chunk, sequence)  # noqa: E731
+    else:
+        want = lambda feed: _reference(keras_model, feed, chunk, sequence)  # noqa: E731
     results = {}
     for case in cases:
-        got = _stepped(session, meta, case.feed, names, chunk, sequence)
-        results[id(case.feed)] = (got, _reference(keras_model, case.feed, chunk, sequence))
+        results[id(case.feed)] = (_stepped(session, meta, case.feed, names, chunk, sequence), want(case.feed))
     replay = _Replay(names, results, session.get_providers())
     report = compare(lambda feed: results[id(feed)][1], replay, cases, atol=atol, rtol=rtol)
     count = len(meta["outputs"])
@@ -86,24 +110,29 @@ def _outputs(session) -> list[str]:
 
 def _stepped(session, meta, feed, names, chunk, sequence) -> list[np.ndarray]:
     """The session's outputs ``names`` over the whole sequence in ``feed``, fed ``chunk`` steps a run."""
-    length = next(iter(feed.values())).shape[1]
-    batch = next(iter(feed.values())).shape[0]
-    present = set(_outputs(session))
-    states = {s["input"]: initial(s, batch) for s in meta["states"]}
-    carried = [s for s in meta["states"] if s["output"] in present]
-    wanted = [*names, *(s["output"] for s in carried)]
     steps = [[] for _ in names]
-    for start in range(0, length, chunk):
-        run = {name: value[:, start : start + chunk] for name, value in feed.items()}
-        outs = session.run(wanted, {**run, **states})
+    for _, outs in runs(session, meta, feed, names, chunk):
         for store, value in zip(steps, outs):
             store.append(value)
-        for s, value in zip(carried, outs[len(names) :]):
-            states[s["input"]] = value
     return [
         np.concatenate(parts, axis=1) if seq else np.stack(parts, axis=1)
         for parts, seq in zip(steps, sequence)
     ]
+
+
+def runs(session, meta, feed, names, chunk):
+    """Each run of a sequence fed ``chunk`` steps at a time from the initial state: (the run's whole feed, the
+    outputs ``names``), the state outputs the graph has fed to the next run."""
+    batch, length = next(iter(feed.values())).shape[:2]
+    present = set(_outputs(session))
+    states = {s["input"]: initial(s, batch) for s in meta["states"]}
+    carried = [s for s in meta["states"] if s["output"] in present]
+    wanted = [*names, *(s["output"] for s in carried)]
+    for start in range(0, length, chunk):
+        run = {**{name: value[:, start : start + chunk] for name, value in feed.items()}, **states}
+        outs = session.run(wanted, run)
+        yield run, outs[: len(names)]
+        states.update({s["input"]: value for s, value in zip(carried, outs[len(names) :])})
 
 
 def initial(state: dict, batch: int) -> np.ndarray:
@@ -124,6 +153,22 @@ def _reference(keras_model, feed, chunk, sequence) -> list[np.ndarray]:
                     for end in range(chunk, length + 1, chunk)]  # fmt: skip
     return [f if seq else np.stack([p[i] for p in prefixes], axis=1)
             for i, (f, seq) in enumerate(zip(full, sequence))]  # fmt: skip
+
+
+def _chunked(model, probed, feed, chunk, sequence) -> list[np.ndarray]:
+    """Keras's own stateful run: states reset, then ``chunk`` steps a call, each output joined along time."""
+    from edgeattn.convert.kerasmodel import walk_layers
+
+    for layer in walk_layers(model):
+        if getattr(layer, "stateful", False):
+            layer.reset_state()
+    length = next(iter(feed.values())).shape[1]
+    parts = [
+        keras_outputs(probed, {k: v[:, t : t + chunk] for k, v in feed.items()})
+        for t in range(0, length, chunk)
+    ]
+    return [np.concatenate([p[i] for p in parts], axis=1) if seq else np.stack([p[i] for p in parts], axis=1)
+            for i, seq in enumerate(sequence)]  # fmt: skip
 
 
 class _Replay:
@@ -211,7 +256,14 @@ def verify_stream(proto, keras_src, batches, lengths=None, atol=1e-4, rtol=0.0, 
     tensors = [tensor for _, tensor in layer_map]
     probed = graph.with_outputs(proto, tensors, dtype=onnx.TensorProto.FLOAT) if tensors else proto
     session = open_session(probed, providers)
-    cases = sequence_cases(session, meta, lengths or STEP_LENGTHS, batches, seed, vocab_size(model))
-    report = check(session, reference, meta, cases, layer_map, atol, rtol)
+    stateful = model if meta["kind"] == "stateful" else None
+    lengths = lengths or STEP_LENGTHS
+    cases = sequence_cases(session, meta, lengths, fixed_batch(stateful) or batches, seed, vocab_size(model))
+    report = check(session, reference, meta, cases, layer_map, atol, rtol, stateful)
+    cap = meta.get("max_steps")
+    if cap and max(lengths) > cap:
+        report.inputs += (
+            f" (capped at max_steps {cap}: past it, a causal attention reads the last {cap} steps)"
+        )
     report.structure_problems = [*problems, *report.structure_problems]
     return report

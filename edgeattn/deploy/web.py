@@ -78,7 +78,10 @@ def build(
             f"{model_path} keeps its weights in external files; the web page needs one .onnx file"
         )
     meta = {p.key: p.value for p in proto.metadata_props}
-    stream = json.loads(meta["edgeattn.stream"]) if "edgeattn.stream" in meta else None
+    try:
+        stream = json.loads(meta["edgeattn.stream"]) if "edgeattn.stream" in meta else None
+    except ValueError:
+        raise InputError(f"{model_path}: its edgeattn.stream entry is not JSON edgeattn wrote") from None
     if GOLDEN_KEY not in meta and stream is None:  # a stream model has none: its outputs depend on its state
         raise InputError(
             f"{model_path} holds no reference set, so the page could not check itself",

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgeattn.graphs import layouts, onnxfile, shapes
+from edgeattn.graphs import facts, layouts, onnxfile, shapes
 
 TOLERANCE = 1e-5
 
@@ -34,10 +34,7 @@ def fewer_reshapes(model: onnx.ModelProto, vocab: int | None = None) -> int:
     g = trial.graph
     constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     producers = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list] = {}
-    for node in g.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = facts.consumers(g)
     outputs = {o.name for o in g.output}
     done = 0
     for node in g.node:  # a Reshape of a Reshape
