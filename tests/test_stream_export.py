@@ -219,16 +219,31 @@ def test_the_predictor_streams_an_exported_fixture_as_keras_stepped_it(tmp_path)
     assert np.max(np.abs(got - ref["chunks"])) < 1e-5
 
 
-def test_a_stateful_bidirectional_layer_is_refused_with_the_reason(tmp_path):
+def test_a_stateful_bidirectional_model_carries_both_directions_like_keras(tmp_path):
+    """Keras's stateful Bidirectional reads each chunk backwards from the backward state carried so far; the
+    ONNX node's reverse direction starts from its initial state too. Keras's own chunk-by-chunk run decides."""
+    keras.utils.set_random_seed(8)
     x_in = keras.Input(batch_shape=(2, None, 3), name="x")
     h = keras.layers.Bidirectional(keras.layers.LSTM(4, stateful=True, return_sequences=True), name="bi")(
         x_in
     )
-    keras.Model(x_in, keras.layers.Dense(1)(h)).save(tmp_path / "m.keras")
+    h = keras.layers.Bidirectional(keras.layers.GRU(3, stateful=True, return_sequences=True), name="bg")(h)
+    model = keras.Model(x_in, keras.layers.Dense(1)(h))
+    model.save(tmp_path / "m.keras")
     done = run_cli("export", tmp_path / "m.keras", "-o", tmp_path / "m.onnx")
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: Bidirectional layer 'bi' is stateful: its backward direction")
-    assert not (tmp_path / "m.onnx").exists()
+    assert done.returncode == 0, done.stderr
+    x = np.random.default_rng(9).normal(size=(2, 36, 3)).astype(np.float32)
+    for layer in model.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_state()
+    want = np.concatenate([np.asarray(model(x[:, t : t + 12])) for t in range(0, 36, 12)], axis=1)
+    got, meta, _ = _steps_of(tmp_path / "m.onnx", x, chunk=12)
+    assert [s["input"] for s in meta["states"]] == [
+        "bi/forward_h", "bi/forward_c", "bi/backward_h", "bi/backward_c", "bg/forward_h", "bg/backward_h"
+    ]  # fmt: skip
+    assert np.max(np.abs(got - want)) < 1e-5
+    proto = onnx.load(tmp_path / "m.onnx")
+    assert [n.op_type for n in proto.graph.node].count("LSTM") == 1
 
 
 def test_a_step_model_in_ort_format_streams_like_the_onnx_one(tmp_path):

@@ -64,7 +64,8 @@ def export_stream(loaded, keras_model, out, options, say, start: float):
     for node, layers in fused.items():
         states = [stream.recurrent.get(layer.name) for layer in layers]
         if all(states):
-            streamstates.expose(proto, node, [[(s.name, s.input, s.shape[0]) for s in d] for d in states])
+            roles = [[(s.name.rsplit("_", 1)[-1], s.input, s.shape[0]) for s in d] for d in states]  # h, c
+            streamstates.expose(proto, node, roles)
     done = {layer.name for layers in fused.values() for layer in layers}
     missing = [name for name in stream.recurrent if name not in done]
     if missing:

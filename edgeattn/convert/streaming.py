@@ -153,12 +153,9 @@ def build(model, kind: str, max_steps: int | None = DEFAULT_MAX_STEPS) -> Stream
         if kind == "step" or layer in twins.values():
             if isinstance(layer, keras.layers.RNN):
                 stream.recurrent[layer.name] = _recurrent_states(layer)
-            elif isinstance(layer, keras.layers.Bidirectional):
-                raise UnsupportedModelError(
-                    f"Bidirectional layer {layer.name!r} is stateful: its backward direction reads each chunk "
-                    "from its end, which edgeattn cannot check against the whole sequence yet",
-                    hint="export a stateless copy of the model (stateful=False), which runs whole windows",
-                )
+            elif isinstance(layer, keras.layers.Bidirectional):  # one fused node; states per direction
+                for inner, side in ((layer.forward_layer, "forward"), (layer.backward_layer, "backward")):
+                    stream.recurrent[inner.name] = _recurrent_states(inner, layer.name, f"{side}_")
     return stream
 
 
@@ -247,12 +244,13 @@ def _mha_step(op, stream, extra_in, extra_out, max_steps, query, value, key=None
     return out
 
 
-def _recurrent_states(layer) -> list[State]:
-    """The states of one recurrent layer, named ``lstm/h`` (and ``lstm/c`` for an LSTM)."""
+def _recurrent_states(layer, owner: str | None = None, prefix: str = "") -> list[State]:
+    """The states of one recurrent layer, named ``lstm/h`` (and ``lstm/c`` for an LSTM); one direction of a
+    Bidirectional ``bi``: ``bi/forward_h``, ``bi/backward_h``, ..."""
     import keras
 
     names = ("h", "c") if isinstance(layer, keras.layers.LSTM) else ("h",)
-    return [State(layer.name, n, (int(layer.units),)) for n in names]
+    return [State(owner or layer.name, f"{prefix}{n}", (int(layer.units),)) for n in names]
 
 
 @functools.cache
