@@ -246,7 +246,10 @@ def export(
     help="Samples in the largest seeded batch (N).",
 )
 @click.option(
-    "--lengths", default=None, help="Time lengths to try where the time axis is free.  [default: 1,5,10,30]"
+    "--lengths",
+    default=None,
+    help="Time lengths to try where the time axis is free (a stream model: steps it is fed one at a time).  "
+    "[default: 1,5,10,30; a stream model: 1,10,200]",
 )
 @atol_option("Absolute tolerance of every tensor.")
 @rtol_option
