@@ -646,10 +646,7 @@ class Predictor:
         if getattr(self, "_tokenizer", None) is None:
             if TEXT_KEY not in self.metadata:
                 raise ValueError(f"{os.path.basename(self.path)} is not a text model (it has no {TEXT_KEY})")
-            import importlib  # tokenizer.py: beside this file, in the package or copied into an application
-
-            module = importlib.import_module(f"{__package__}.tokenizer" if __package__ else "tokenizer")
-            self._tokenizer = module.Tokenizer.from_json(self.metadata[TEXT_KEY])
+            self._tokenizer = _sibling("tokenizer").Tokenizer.from_json(self.metadata[TEXT_KEY])
         ids = self._tokenizer(texts)
         if not ids:
             raise ValueError("no texts given")
@@ -689,7 +686,7 @@ def check_golden(predictor: Predictor, golden: dict) -> dict:
 
 
 def _sibling(name: str):
-    """A module beside this file (stream.py): in the package, or copied into an application with it."""
+    """A module beside this file (stream.py, tokenizer.py): in the package, or copied into an app with it."""
     return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
 
 

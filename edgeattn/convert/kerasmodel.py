@@ -93,3 +93,25 @@ def time_steps(keras_model) -> int | None:
     """The fixed time length of the model's first input (None: free)."""
     shape = keras_model.inputs[0].shape
     return shape[1] if len(shape) >= 2 and isinstance(shape[1], int) else None
+
+
+def recorded_layers(proto, keras_model) -> list[tuple[str, str]]:
+    """(Keras layer, ONNX tensor) pairs recorded at export (``edgeattn.layer_outputs``) that both sides still
+    have: a tensor the graph computes and does not output already, once each, and a layer of ``keras_model``
+    whose output can be compared (``layer_outputs``); in the recorded order."""
+    import json
+
+    from edgeattn.graphs.onnxfile import LAYER_OUTPUTS_KEY
+
+    meta = {p.key: p.value for p in proto.metadata_props}
+
+    recorded = json.loads(meta.get(LAYER_OUTPUTS_KEY, "[]"))
+    # tensors the graph computes and does not output already, once each: they become extra outputs in order
+    taken = {o.name for o in proto.graph.output}
+    produced = {o for node in proto.graph.node for o in node.output} - taken
+    comparable = {name for name, _ in layer_outputs(keras_model)}
+    found = {}
+    for name, tensor in recorded:
+        if tensor in produced and name in comparable:
+            found.setdefault(tensor, name)
+    return [(name, tensor) for tensor, name in found.items()]

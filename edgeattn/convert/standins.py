@@ -32,6 +32,8 @@ more around each convolution. Only for ``channels_last``, stride 1, one group; a
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 TOLERANCE = 1e-5
@@ -67,14 +69,9 @@ def _pointwise(layer) -> bool:
     )
 
 
-_POINTWISE = None
-
-
+@functools.cache
 def _pointwise_class():
     """The stand-in class of a pointwise ``Conv1D`` (made once, when Keras is imported)."""
-    global _POINTWISE
-    if _POINTWISE is not None:
-        return _POINTWISE
     import keras
 
     class Pointwise(keras.layers.Layer):
@@ -94,8 +91,7 @@ def _pointwise_class():
         def compute_output_spec(self, inputs):
             return self.original.compute_output_spec(inputs)
 
-    _POINTWISE = Pointwise
-    return _POINTWISE
+    return Pointwise
 
 
 def _plain(layer) -> bool:
@@ -132,9 +128,6 @@ def _joined(parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarr
     )
 
 
-_CLASS = None
-
-
 def _matmul(x, weight: np.ndarray):
     """``x @ weight`` on the last axis of ``x`` as one broadcasting product (Keras' own ``ops.matmul`` takes a
     rank-3 by rank-2 product as a tensordot, which tf2onnx writes with a reshape on either side)."""
@@ -143,11 +136,9 @@ def _matmul(x, weight: np.ndarray):
     return tf.linalg.matmul(x, tf.constant(weight))
 
 
+@functools.cache
 def _packed_class():
     """The stand-in layer class (made once, when Keras is imported)."""
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
     import keras
     from keras import ops
 
@@ -233,8 +224,7 @@ def _packed_class():
         def compute_output_spec(self, query, value, key=None, **kwargs):
             return self.original.compute_output_spec(query, value, key=key, **kwargs)
 
-    _CLASS = PackedAttention
-    return _CLASS
+    return PackedAttention
 
 
 def _same_outputs(original, packed) -> bool:

@@ -234,23 +234,16 @@ def verify_stream(proto, keras_src, batches, lengths=None, atol=1e-4, rtol=0.0, 
     """``verify.verify_against_keras`` for a model with ``edgeattn.stream``: its stream stepped through seeded
     sequences (``lengths``, default ``STEP_LENGTHS``) against the Keras model in ``keras_src``."""
     from edgeattn.convert import streaming
-    from edgeattn.convert.kerasmodel import layer_outputs, vocab_size
+    from edgeattn.convert.kerasmodel import recorded_layers, vocab_size
     from edgeattn.convert.loading import load_model
     from edgeattn.graphs import graph
-    from edgeattn.graphs.onnxfile import LAYER_OUTPUTS_KEY, open_session
+    from edgeattn.graphs.onnxfile import open_session
 
     meta = stream_meta(proto)
     problems = graph.check_structure(proto)
     model = load_model(keras_src, unsafe=unsafe, custom_layers=custom_layers).model
     reference = streaming.build(model, meta["kind"], meta.get("max_steps")).reference
-    layer_map = []
-    if layers:
-        recorded = json.loads({p.key: p.value for p in proto.metadata_props}.get(LAYER_OUTPUTS_KEY, "[]"))
-        produced = {o for node in proto.graph.node for o in node.output} - {
-            o.name for o in proto.graph.output
-        }
-        known = {name for name, _ in layer_outputs(reference)}
-        layer_map = [(name, tensor) for name, tensor in recorded if tensor in produced and name in known]
+    layer_map = recorded_layers(proto, reference) if layers else []
     import onnx
 
     tensors = [tensor for _, tensor in layer_map]

@@ -227,7 +227,7 @@ def verify(
     # one text with tokens alone (Keras's recurrent layers cannot run a batch of no tokens), a few, all
     batches = [[next((t for t in texts if tokenizer([t]) and tokenizer([t])[0]), texts[0])], texts[:8], texts]
     count = len(proto.graph.output)
-    recorded = layer_map(proto, part.model, meta) if layers else []
+    recorded = layer_map(proto, part.model) if layers else []
     numeric = part.model
     if recorded:
         proto = graph.with_outputs(proto, [tensor for _, tensor in recorded], dtype=1)  # FLOAT

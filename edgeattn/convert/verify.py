@@ -14,14 +14,13 @@ not get a tolerance of zero.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import onnx
 
-from edgeattn.convert.kerasmodel import keras_outputs, layer_outputs, vocab_size, with_layer_outputs
+from edgeattn.convert.kerasmodel import keras_outputs, recorded_layers, vocab_size, with_layer_outputs
 from edgeattn.core.errors import InputError, first_line
 from edgeattn.graphs import graph
 from edgeattn.graphs.cases import (  # noqa: F401 - the names that verify's callers have always found here
@@ -40,7 +39,7 @@ from edgeattn.graphs.cases import (  # noqa: F401 - the names that verify's call
     make_cases,
     tolerance,
 )
-from edgeattn.graphs.onnxfile import LAYER_OUTPUTS_KEY, load_onnx, open_session
+from edgeattn.graphs.onnxfile import load_onnx, open_session
 
 
 def input_shapes_of(model: onnx.ModelProto) -> tuple:
@@ -94,10 +93,10 @@ def verify_against_keras(
 
     if textmodel.has_text_layer(keras_model):  # strings in: Keras's tokens and outputs on test texts
         return textmodel.verify(proto, keras_model, problems, compare=compare, case=Case, row=OutputParity,
-                                layer_map=_layer_map, atol=atol, rtol=rtol, seed=seed, providers=providers,
+                                layer_map=recorded_layers, atol=atol, rtol=rtol, seed=seed, providers=providers,
                                 layers=layers, inputs_file=inputs_file)  # fmt: skip
     count = len(proto.graph.output)
-    layer_map = _layer_map(proto, keras_model, meta) if layers else []
+    layer_map = recorded_layers(proto, keras_model) if layers else []
     if layer_map:  # the recorded tensors become extra outputs; Keras gives every layer's output
         proto = graph.with_outputs(proto, [tensor for _, tensor in layer_map], dtype=onnx.TensorProto.FLOAT)
         keras_model = with_layer_outputs(keras_model, [name for name, _ in layer_map])
@@ -125,21 +124,6 @@ def verify_against_keras(
     report.layers = [replace(o, name=name) for o, (name, _) in zip(report.outputs[count:], layer_map)]
     report.outputs = report.outputs[:count]
     return report
-
-
-def _layer_map(proto: onnx.ModelProto, keras_model, meta: dict) -> list[tuple[str, str]]:
-    """(Keras layer, ONNX tensor) pairs recorded at export that both sides still have."""
-
-    recorded = json.loads(meta.get(LAYER_OUTPUTS_KEY, "[]"))
-    # tensors the graph computes and does not output already, once each: they become extra outputs in order
-    taken = {o.name for o in proto.graph.output}
-    produced = {o for node in proto.graph.node for o in node.output} - taken
-    comparable = {name for name, _ in layer_outputs(keras_model)}
-    found = {}
-    for name, tensor in recorded:
-        if tensor in produced and name in comparable:
-            found.setdefault(tensor, name)
-    return [(name, tensor) for tensor, name in found.items()]
 
 
 def find_source(model: Path) -> tuple[Path, str]:

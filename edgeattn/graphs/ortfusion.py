@@ -119,10 +119,7 @@ def dense_as_gemm(model, shapes: dict[str, list]) -> int:
     g = model.graph
     constants = {t.name: t for t in g.initializer}
     outputs = {o.name for o in g.output}
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = _readers(g)
     if max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0) < 15:
         return 0  # Shape(start, end), which a free time axis needs here, came with opset 15
     leading: dict[tuple, str | None] = {}
@@ -198,10 +195,7 @@ def fuse_attention(model) -> int:
     g = model.graph
     constants = {t.name: t for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = _readers(g)
     outputs = {o.name for o in g.output}
     fused = 0
     for softmax in [n for n in g.node if n.op_type == "Softmax"]:
@@ -312,6 +306,16 @@ def _keeps_batch_and_time(target) -> bool:
     then the second entry is the time (copied, or its size: any other size would not hold the elements)."""
     first, second = int(target[0]), int(target[1])
     return (first == 0 and second >= 0) or (first == -1 and second == 0)
+
+
+def _readers(g) -> dict[str, list]:
+    """For each tensor, the nodes that read it, once per input slot (a node reading it twice is there twice:
+    it is then not the only reader)."""
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    return readers
 
 
 def _only_reader(name: str, op: str, readers, outputs):
